@@ -1,0 +1,271 @@
+//! Typed configuration for `broker serve`, from flags or the seed's
+//! environment variables. Everything is validated here, once, at start-up:
+//! a bad value stops the broker with a message that names the variable.
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+/// Everything `broker serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on for gRPC and HTTP.
+    #[arg(long, env = "BROKER_ADDR", default_value = "0.0.0.0:8000")]
+    pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+
+    #[command(flatten)]
+    pub s3: S3Config,
+
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+
+    /// How often the background probes check S3 and PostgreSQL.
+    #[arg(long, env = "BROKER_HEALTH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+
+    /// On SIGTERM, how long in-flight calls and streams may take to finish.
+    #[arg(long, env = "BROKER_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+/// Where the PostgreSQL database is and how to pool connections to it.
+#[derive(Clone, Args)]
+pub struct PostgresConfig {
+    /// Full connection URL; when set, the POSTGRES_* variables are ignored.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// PostgreSQL host name.
+    #[arg(long, env = "POSTGRES_HOST", default_value = "localhost")]
+    pub postgres_host: String,
+
+    /// PostgreSQL port.
+    #[arg(long, env = "POSTGRES_PORT", default_value_t = 5432)]
+    pub postgres_port: u16,
+
+    /// Database name.
+    #[arg(long, env = "POSTGRES_DB", default_value = "documents_db")]
+    pub postgres_db: String,
+
+    /// Database user.
+    #[arg(long, env = "POSTGRES_USER", default_value = "postgres")]
+    pub postgres_user: String,
+
+    /// Database password (prefer POSTGRES_PASSWORD_FILE in production).
+    #[arg(long, env = "POSTGRES_PASSWORD", hide_env_values = true)]
+    pub postgres_password: Option<String>,
+
+    /// File holding the database password (for example a mounted secret).
+    #[arg(long, env = "POSTGRES_PASSWORD_FILE")]
+    pub postgres_password_file: Option<std::path::PathBuf>,
+
+    /// Connections the pool keeps open even when idle.
+    #[arg(long, env = "BROKER_PG_POOL_MIN", default_value_t = 2)]
+    pub pool_min: u32,
+
+    /// Most connections the pool opens.
+    #[arg(long, env = "BROKER_PG_POOL_MAX", default_value_t = 10)]
+    pub pool_max: u32,
+
+    /// How long a call waits for a free connection before UNAVAILABLE.
+    #[arg(long, env = "BROKER_PG_ACQUIRE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub acquire_timeout: Duration,
+}
+
+impl PostgresConfig {
+    /// The connection settings, password included; never log the result.
+    pub fn connect_config(&self) -> anyhow::Result<tokio_postgres::Config> {
+        if let Some(url) = &self.database_url {
+            return url.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "DATABASE_URL is not a valid PostgreSQL connection string \
+                     (expected postgres://user:password@host:port/db)"
+                )
+            });
+        }
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.postgres_host)
+            .port(self.postgres_port)
+            .dbname(&self.postgres_db)
+            .user(&self.postgres_user)
+            .application_name("resource-broker");
+        if let Some(password) = self.password()? {
+            config.password(password);
+        }
+        Ok(config)
+    }
+
+    fn password(&self) -> anyhow::Result<Option<String>> {
+        match (&self.postgres_password, &self.postgres_password_file) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, not both"
+            ),
+            (Some(password), None) => Ok(Some(password.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("POSTGRES_PASSWORD_FILE {}: {e}", path.display())
+                })?;
+                Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Checks the values that clap cannot check alone.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.pool_max == 0 {
+            anyhow::bail!("BROKER_PG_POOL_MAX must be at least 1");
+        }
+        if self.pool_min > self.pool_max {
+            anyhow::bail!(
+                "BROKER_PG_POOL_MIN ({}) is larger than BROKER_PG_POOL_MAX ({})",
+                self.pool_min,
+                self.pool_max
+            );
+        }
+        self.connect_config().map(drop)
+    }
+}
+
+// Hand-written so that a password can never reach a log line through `{:?}`.
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field("postgres_host", &self.postgres_host)
+            .field("postgres_port", &self.postgres_port)
+            .field("postgres_db", &self.postgres_db)
+            .field("postgres_user", &self.postgres_user)
+            .field("postgres_password", &self.postgres_password.as_ref().map(|_| "<redacted>"))
+            .field("postgres_password_file", &self.postgres_password_file)
+            .field("pool_min", &self.pool_min)
+            .field("pool_max", &self.pool_max)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// Where the S3 bucket is.
+#[derive(Debug, Clone, Args)]
+pub struct S3Config {
+    /// The default bucket, used when a request names none.
+    #[arg(long, env = "S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION", default_value = "eu-west-3")]
+    pub aws_region: String,
+
+    /// Custom S3 endpoint (MinIO, s3s-fs, LocalStack); uses path-style addressing.
+    #[arg(long, env = "S3_ENDPOINT_URL")]
+    pub s3_endpoint_url: Option<String>,
+
+    /// Size of each part of a multipart upload, in MiB (5 to 5120).
+    #[arg(long, env = "BROKER_S3_PART_SIZE_MIB", default_value_t = 8)]
+    pub part_size_mib: usize,
+
+    /// Fixed credentials instead of the AWS chain (`broker dev` and tests).
+    #[arg(skip)]
+    pub static_credentials: Option<StaticCredentials>,
+}
+
+/// An access key pair given directly rather than found by the AWS chain.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// Checks the values that clap cannot check alone.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self.s3_bucket.as_deref() {
+            None | Some("") => anyhow::bail!(
+                "S3_BUCKET is not set: name the bucket the broker serves (--s3-bucket)"
+            ),
+            Some(bucket) => crate::object_store::validate_bucket(bucket)
+                .map_err(|e| anyhow::anyhow!("S3_BUCKET: {e}"))?,
+        }
+        if let Some(url) = &self.s3_endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("S3_ENDPOINT_URL must start with http:// or https://, got {url:?}");
+        }
+        if !(5..=5120).contains(&self.part_size_mib) {
+            anyhow::bail!("BROKER_S3_PART_SIZE_MIB must be between 5 and 5120");
+        }
+        Ok(())
+    }
+
+    /// The default bucket; only call after [`S3Config::validate`].
+    pub fn bucket(&self) -> &str {
+        self.s3_bucket.as_deref().unwrap_or_default()
+    }
+}
+
+/// Caps that protect the broker and its backends.
+#[derive(Debug, Clone, Args)]
+pub struct LimitsConfig {
+    /// Rows a Query returns when its max_rows is 0, and the most it may ask for.
+    #[arg(long, env = "BROKER_MAX_ROWS", default_value_t = 10_000)]
+    pub max_rows: u32,
+}
+
+/// How the broker writes its logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log format: text for people, json for log collectors.
+    #[arg(long, env = "BROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl ServeConfig {
+    /// The configuration that flags' defaults and the environment give,
+    /// for callers that then override fields (`broker dev`, tests).
+    pub fn from_env() -> anyhow::Result<Self> {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        Ok(<Wrapper as clap::Parser>::try_parse_from(["broker"])?.config)
+    }
+
+    /// Checks everything that clap cannot check alone.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.postgres.validate()?;
+        self.s3.validate()?;
+        if self.limits.max_rows == 0 {
+            anyhow::bail!("BROKER_MAX_ROWS must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Parses durations such as `500ms`, `5s` or `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
+}

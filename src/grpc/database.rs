@@ -1,0 +1,67 @@
+//! `broker.v1.Database` over [`Database`].
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::{
+    database::{Database, Statement},
+    proto::{self, database_server},
+};
+
+/// The Database gRPC service.
+#[derive(Clone)]
+pub struct DatabaseService {
+    db: Database,
+}
+
+impl DatabaseService {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+#[tonic::async_trait]
+impl database_server::Database for DatabaseService {
+    async fn query(
+        &self,
+        request: Request<proto::QueryRequest>,
+    ) -> Result<Response<proto::QueryResponse>, Status> {
+        let request = request.into_inner();
+        let statement = Statement { sql: request.sql, params: convert::params(request.params)? };
+        let rows = self.db.query(&statement, request.max_rows).await?;
+        Ok(Response::new(convert::query_response(rows)))
+    }
+
+    async fn execute(
+        &self,
+        request: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<proto::ExecuteResponse>, Status> {
+        let statement = convert::statement(request.into_inner())?;
+        let result = self.db.execute(&statement).await?;
+        Ok(Response::new(convert::execute_response(result)))
+    }
+
+    async fn transaction(
+        &self,
+        request: Request<proto::TransactionRequest>,
+    ) -> Result<Response<proto::TransactionResponse>, Status> {
+        let statements = request
+            .into_inner()
+            .statements
+            .into_iter()
+            .map(convert::statement)
+            .collect::<Result<Vec<_>, _>>()?;
+        let results = self.db.transaction(&statements).await?;
+        Ok(Response::new(proto::TransactionResponse {
+            results: results.into_iter().map(convert::execute_response).collect(),
+        }))
+    }
+
+    async fn init_schema(
+        &self,
+        _request: Request<proto::InitSchemaRequest>,
+    ) -> Result<Response<proto::InitSchemaResponse>, Status> {
+        let tables = self.db.init_schema().await?;
+        Ok(Response::new(proto::InitSchemaResponse { tables }))
+    }
+}

@@ -1,0 +1,14 @@
+//! The gRPC edge: Protobuf in, domain calls, Protobuf out. Handlers only
+//! convert; the work happens in [`crate::object_store`] and [`crate::database`].
+
+mod convert;
+mod database;
+mod object_store;
+mod status;
+
+pub use database::DatabaseService;
+pub use object_store::ObjectStoreService;
+
+/// Fully qualified names of the broker's gRPC services (health check names).
+pub const OBJECT_STORE_SERVICE: &str = "broker.v1.ObjectStore";
+pub const DATABASE_SERVICE: &str = "broker.v1.Database";

@@ -1,0 +1,117 @@
+//! `broker.v1.ObjectStore` over [`S3Store`].
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use crate::{
+    object_store::{ByteRange, ListRequest, NewObject, ObjectStoreError, S3Store},
+    proto::{self, object_store_server::ObjectStore},
+};
+
+/// The ObjectStore gRPC service.
+#[derive(Clone)]
+pub struct ObjectStoreService {
+    store: S3Store,
+}
+
+impl ObjectStoreService {
+    pub fn new(store: S3Store) -> Self {
+        Self { store }
+    }
+}
+
+type GetObjectStream = Pin<Box<dyn Stream<Item = Result<proto::GetObjectResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ObjectStore for ObjectStoreService {
+    async fn list_objects(
+        &self,
+        request: Request<proto::ListObjectsRequest>,
+    ) -> Result<Response<proto::ListObjectsResponse>, Status> {
+        let request = request.into_inner();
+        let page = self
+            .store
+            .list(&ListRequest {
+                bucket: request.bucket,
+                prefix: request.prefix,
+                max_keys: request.max_keys,
+                continuation_token: request.continuation_token,
+            })
+            .await?;
+        Ok(Response::new(proto::ListObjectsResponse {
+            objects: page.objects.into_iter().map(convert::object_info).collect(),
+            next_continuation_token: page.next_continuation_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        request: Request<proto::HeadObjectRequest>,
+    ) -> Result<Response<proto::ObjectInfo>, Status> {
+        let request = request.into_inner();
+        let info = self.store.head(&request.bucket, &request.key).await?;
+        Ok(Response::new(convert::object_info(info)))
+    }
+
+    type GetObjectStream = GetObjectStream;
+
+    async fn get_object(
+        &self,
+        request: Request<proto::GetObjectRequest>,
+    ) -> Result<Response<GetObjectStream>, Status> {
+        use proto::get_object_response::Part;
+        let request = request.into_inner();
+        let range = match request.range {
+            None => None,
+            Some(proto::ByteRange { offset, length }) if offset < 0 || length < 0 => {
+                return Err(Status::invalid_argument("range offset and length must not be negative"));
+            }
+            Some(range) => Some(ByteRange { offset: range.offset as u64, length: range.length as u64 }),
+        };
+        let reader = self.store.get(&request.bucket, &request.key, range).await?;
+        let info = proto::GetObjectResponse { part: Some(Part::Info(convert::object_info(reader.info))) };
+        let chunks = reader
+            .body
+            .map(|chunk| Ok(proto::GetObjectResponse { part: Some(Part::Chunk(chunk?)) }));
+        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(info) }).chain(chunks))))
+    }
+
+    async fn put_object(
+        &self,
+        request: Request<Streaming<proto::PutObjectRequest>>,
+    ) -> Result<Response<proto::PutObjectResponse>, Status> {
+        use proto::put_object_request::Part;
+        let mut messages = request.into_inner();
+        let header = match messages.message().await? {
+            Some(proto::PutObjectRequest { part: Some(Part::Header(header)) }) => header,
+            _ => return Err(Status::invalid_argument("the first PutObject message must be a header")),
+        };
+        let body = messages.map(|message| match message {
+            Ok(proto::PutObjectRequest { part: Some(Part::Chunk(chunk)) }) => Ok(chunk),
+            Ok(_) => Err(ObjectStoreError::InvalidArgument(
+                "only the first PutObject message may be a header; the rest must be chunks".into(),
+            )),
+            Err(status) => Err(ObjectStoreError::Cancelled(status.message().to_owned())),
+        });
+        let object = NewObject {
+            bucket: header.bucket,
+            key: header.key,
+            content_type: header.content_type,
+            metadata: header.metadata,
+        };
+        let result = self.store.put(object, body).await?;
+        Ok(Response::new(convert::put_result(result)))
+    }
+
+    async fn delete_object(
+        &self,
+        request: Request<proto::DeleteObjectRequest>,
+    ) -> Result<Response<proto::DeleteObjectResponse>, Status> {
+        let request = request.into_inner();
+        self.store.delete(&request.bucket, &request.key).await?;
+        Ok(Response::new(proto::DeleteObjectResponse {}))
+    }
+}

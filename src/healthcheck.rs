@@ -1,0 +1,108 @@
+//! `broker healthcheck`: a grpc.health.v1 check for container health checks,
+//! with grpc_health_probe's flags and exit codes, so existing task
+//! definitions keep working.
+
+use std::time::Duration;
+
+use clap::Args;
+use tonic::transport::Endpoint;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+/// Exit codes, as grpc_health_probe's.
+pub mod exit {
+    pub const SERVING: u8 = 0;
+    pub const INVALID_ARGUMENTS: u8 = 1;
+    pub const CONNECTION_FAILURE: u8 = 2;
+    pub const RPC_FAILURE: u8 = 3;
+    pub const NOT_SERVING: u8 = 4;
+}
+
+/// Options of `broker healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Address of the broker (host:port).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub addr: String,
+
+    /// Service to check; empty means the broker as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// Time allowed to connect.
+    #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for the check itself.
+    #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+    pub rpc_timeout: Duration,
+}
+
+/// Runs the check, prints the outcome and returns the exit code.
+pub async fn run(args: &HealthcheckArgs) -> u8 {
+    let url = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
+    let endpoint = match Endpoint::from_shared(url) {
+        Ok(endpoint) => endpoint.connect_timeout(args.connect_timeout).timeout(args.rpc_timeout),
+        Err(e) => {
+            eprintln!("error: invalid address {:?}: {e}", args.addr);
+            return exit::INVALID_ARGUMENTS;
+        }
+    };
+    let channel = match tokio::time::timeout(args.connect_timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => {
+            eprintln!("error: failed to connect service at {:?}: {e}", args.addr);
+            return exit::CONNECTION_FAILURE;
+        }
+        Err(_) => {
+            eprintln!("timeout: failed to connect service {:?} within {:?}", args.addr, args.connect_timeout);
+            return exit::CONNECTION_FAILURE;
+        }
+    };
+    let request = HealthCheckRequest { service: args.service.clone() };
+    match HealthClient::new(channel).check(request).await {
+        Ok(response) => {
+            let status = response.into_inner().status();
+            if status == ServingStatus::Serving {
+                println!("status: SERVING");
+                exit::SERVING
+            } else {
+                println!("service unhealthy (responded with {:?})", status.as_str_name());
+                exit::NOT_SERVING
+            }
+        }
+        Err(status) => {
+            eprintln!("error: health rpc failed: {} {}", status.code(), status.message());
+            exit::RPC_FAILURE
+        }
+    }
+}
+
+/// Rewrites grpc_health_probe's single-dash spellings (`-addr=x`, `-service x`)
+/// into clap's double-dash ones.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    const FLAGS: [&str; 4] = ["addr", "service", "connect-timeout", "rpc-timeout"];
+    args.into_iter()
+        .map(|arg| {
+            let name = arg.strip_prefix('-').filter(|rest| !rest.starts_with('-'));
+            match name {
+                Some(rest) if FLAGS.contains(&rest.split('=').next().unwrap_or_default()) => format!("-{arg}"),
+                _ => arg,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_flags_become_double_dash() {
+        let args = ["-addr=localhost:8000", "-service", "broker.v1.Database", "--rpc-timeout", "2s", "-x"]
+            .map(String::from);
+        assert_eq!(
+            normalize_args(args),
+            ["--addr=localhost:8000", "--service", "broker.v1.Database", "--rpc-timeout", "2s", "-x"]
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! The `broker` binary: parses the command line and calls the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use resource_broker::{config::ServeConfig, dev::DevArgs, healthcheck, server, shutdown, telemetry};
+use tokio::net::TcpListener;
+
+/// A gRPC broker that serves an S3 bucket and a PostgreSQL database to agents.
+#[derive(Parser)]
+#[command(name = "broker", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC and HTTP on one port (production).
+    Serve(ServeConfig),
+    /// Serve with a local S3 directory and a local PostgreSQL: no AWS needed.
+    Dev(DevArgs),
+    /// Check a running broker's gRPC health (exit 0 serving, 2 connection
+    /// failure, 3 RPC failure, 4 not serving), like grpc_health_probe.
+    Healthcheck(healthcheck::HealthcheckArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse_from(healthcheck::normalize_args(std::env::args())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(healthcheck::exit::INVALID_ARGUMENTS)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(config) => {
+            telemetry::init(config.log.log_format);
+            serve(config).await
+        }
+        Command::Dev(args) => {
+            telemetry::init(resource_broker::config::LogFormat::Text);
+            resource_broker::dev::run(args, shutdown::signal()).await
+        }
+        Command::Healthcheck(args) => return ExitCode::from(healthcheck::run(&args).await),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (BROKER_ADDR): {e}", config.addr))?;
+    server::serve(config, listener, shutdown::signal()).await
+}

@@ -1,0 +1,326 @@
+//! [`S3Store`]: the object store over the S3 protocol (AWS S3, or any
+//! S3-compatible server through `S3_ENDPOINT_URL`).
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::{
+    Client,
+    config::{BehaviorVersion, Region, RequestChecksumCalculation},
+    primitives::{ByteStream as SdkByteStream, DateTime as SdkDateTime},
+};
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+
+use super::{
+    ByteRange, ByteStream, CHUNK_SIZE, DEFAULT_MAX_KEYS, ListRequest, NewObject, ObjectInfo,
+    ObjectPage, ObjectReader, ObjectStoreError, PutResult, Result, upload::Upload, validate_bucket,
+    validate_key, validate_prefix,
+};
+use crate::config::S3Config;
+
+/// The object store over one S3 endpoint, with a default bucket.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    default_bucket: String,
+    part_size: usize,
+}
+
+impl S3Store {
+    /// Builds the S3 client from the AWS credential chain (environment,
+    /// profile, ECS task role, IMDS) and `config`.
+    pub async fn from_config(config: &S3Config) -> Self {
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(config.aws_region.clone()));
+        if let Some(credentials) = &config.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &credentials.access_key_id,
+                &credentials.secret_access_key,
+                None,
+                None,
+                "static",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            // TLS already protects the body; checksums only where S3 demands them.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        if let Some(endpoint) = &config.s3_endpoint_url {
+            builder = builder.endpoint_url(endpoint).force_path_style(true);
+        }
+        Self::new(
+            Client::from_conf(builder.build()),
+            config.bucket().to_owned(),
+            config.part_size_mib * 1024 * 1024,
+        )
+    }
+
+    /// Wraps an existing client.
+    pub fn new(client: Client, default_bucket: String, part_size: usize) -> Self {
+        Self { client, default_bucket, part_size }
+    }
+
+    /// The bucket used when a request names none.
+    pub fn default_bucket(&self) -> &str {
+        &self.default_bucket
+    }
+
+    /// The bucket a request means: its own, or the default.
+    fn bucket<'a>(&'a self, requested: &'a str) -> Result<&'a str> {
+        if requested.is_empty() {
+            if self.default_bucket.is_empty() {
+                return Err(ObjectStoreError::InvalidArgument(
+                    "no bucket named and no default bucket configured (S3_BUCKET)".into(),
+                ));
+            }
+            Ok(&self.default_bucket)
+        } else {
+            validate_bucket(requested)?;
+            Ok(requested)
+        }
+    }
+
+    /// Lists one page of keys under a prefix.
+    pub async fn list(&self, request: &ListRequest) -> Result<ObjectPage> {
+        let bucket = self.bucket(&request.bucket)?;
+        validate_prefix(&request.prefix)?;
+        let max_keys = match request.max_keys {
+            0 => DEFAULT_MAX_KEYS,
+            n if (1..=DEFAULT_MAX_KEYS).contains(&n) => n,
+            n => {
+                return Err(ObjectStoreError::InvalidArgument(format!(
+                    "max_keys must be between 0 and {DEFAULT_MAX_KEYS}, got {n}"
+                )));
+            }
+        };
+        let output = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&request.prefix)
+            .max_keys(max_keys)
+            .set_continuation_token(
+                Some(request.continuation_token.clone()).filter(|t| !t.is_empty()),
+            )
+            .send()
+            .await
+            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, ""))?;
+        let objects = output
+            .contents()
+            .iter()
+            .map(|object| ObjectInfo {
+                key: object.key().unwrap_or_default().to_owned(),
+                size: object.size().unwrap_or_default(),
+                etag: unquote(object.e_tag()),
+                last_modified: object.last_modified().and_then(to_chrono),
+                ..ObjectInfo::default()
+            })
+            .collect();
+        let next_continuation_token = output
+            .is_truncated()
+            .unwrap_or(false)
+            .then(|| output.next_continuation_token().map(str::to_owned))
+            .flatten();
+        Ok(ObjectPage { objects, next_continuation_token })
+    }
+
+    /// Returns an object's metadata.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        let bucket = self.bucket(bucket)?;
+        validate_key(key)?;
+        let output = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))?;
+        Ok(ObjectInfo {
+            key: key.to_owned(),
+            size: output.content_length().unwrap_or_default(),
+            etag: unquote(output.e_tag()),
+            content_type: output.content_type().unwrap_or_default().to_owned(),
+            last_modified: output.last_modified().and_then(to_chrono),
+            metadata: output.metadata().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Opens an object (or a range of it) for reading. The body streams from
+    /// S3 as it is read; it is never held whole.
+    pub async fn get(&self, bucket: &str, key: &str, range: Option<ByteRange>) -> Result<ObjectReader> {
+        let bucket = self.bucket(bucket)?;
+        validate_key(key)?;
+        let range_header = match range {
+            None | Some(ByteRange { offset: 0, length: 0 }) => None,
+            Some(ByteRange { offset, length: 0 }) => Some(format!("bytes={offset}-")),
+            Some(ByteRange { offset, length }) => {
+                let last = offset.checked_add(length - 1).ok_or_else(|| {
+                    ObjectStoreError::InvalidArgument("range offset + length overflows".into())
+                })?;
+                Some(format!("bytes={offset}-{last}"))
+            }
+        };
+        let output = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_range(range_header.clone())
+            .send()
+            .await
+            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))?;
+        // In a ranged read the total size is the part of Content-Range after '/'.
+        let size = match (&range_header, output.content_range()) {
+            (Some(_), Some(content_range)) => content_range
+                .rsplit_once('/')
+                .and_then(|(_, total)| total.parse().ok())
+                .ok_or_else(|| {
+                    ObjectStoreError::Internal(format!("unreadable Content-Range {content_range:?}"))
+                })?,
+            _ => output.content_length().unwrap_or_default(),
+        };
+        let info = ObjectInfo {
+            key: key.to_owned(),
+            size,
+            etag: unquote(output.e_tag()),
+            content_type: output.content_type().unwrap_or_default().to_owned(),
+            last_modified: output.last_modified().and_then(to_chrono),
+            metadata: output.metadata().cloned().unwrap_or_default(),
+        };
+        Ok(ObjectReader { info, body: rechunk(output.body) })
+    }
+
+    /// Uploads a body of any size: small bodies in one PutObject, larger ones
+    /// as a multipart upload of `part_size` parts. If `body` fails or this
+    /// future is dropped, the multipart upload is aborted and no object appears.
+    pub async fn put<S>(&self, object: NewObject, body: S) -> Result<PutResult>
+    where
+        S: Stream<Item = Result<Bytes>> + Send,
+    {
+        let bucket = self.bucket(&object.bucket)?.to_owned();
+        validate_key(&object.key)?;
+        let NewObject { key, content_type, metadata, .. } = object;
+        let content_type = Some(content_type).filter(|c| !c.is_empty());
+        let metadata = Some(metadata).filter(|m| !m.is_empty());
+
+        let mut body = std::pin::pin!(body);
+        let mut buffer = BytesMut::new();
+        let mut size: u64 = 0;
+        let mut upload: Option<Upload> = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    if let Some(upload) = upload.take() {
+                        upload.abort().await;
+                    }
+                    return Err(e);
+                }
+            };
+            size += chunk.len() as u64;
+            buffer.extend_from_slice(&chunk);
+            while buffer.len() >= self.part_size {
+                let part = buffer.split_to(self.part_size).freeze();
+                let current = match &mut upload {
+                    Some(current) => current,
+                    None => upload.insert(
+                        Upload::start(
+                            self.client.clone(),
+                            &bucket,
+                            &key,
+                            content_type.clone(),
+                            metadata.clone(),
+                        )
+                        .await?,
+                    ),
+                };
+                current.upload_part(part).await?;
+            }
+        }
+
+        let etag = match upload {
+            Some(mut upload) => {
+                if !buffer.is_empty() {
+                    upload.upload_part(buffer.freeze()).await?;
+                }
+                upload.complete().await?
+            }
+            None => {
+                let output = self
+                    .client
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .set_content_type(content_type)
+                    .set_metadata(metadata)
+                    .body(SdkByteStream::from(buffer.freeze()))
+                    .send()
+                    .await
+                    .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))?;
+                unquote(output.e_tag())
+            }
+        };
+        Ok(PutResult { key, size: size as i64, etag })
+    }
+
+    /// Deletes an object; a missing key is not an error.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        let bucket = self.bucket(bucket)?;
+        validate_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map(drop)
+            .or_else(|e| match ObjectStoreError::from_sdk(e, bucket, key) {
+                ObjectStoreError::NoSuchKey { .. } => Ok(()),
+                other => Err(other),
+            })
+    }
+
+    /// Checks that the default bucket is reachable (for health probes).
+    pub async fn probe(&self) -> Result<()> {
+        let bucket = self.bucket("")?;
+        self.client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, ""))
+    }
+}
+
+/// Regroups an S3 body into chunks of exactly [`CHUNK_SIZE`] (the last one shorter):
+/// few, large gRPC messages, and never more than two chunks in memory.
+fn rechunk(mut body: SdkByteStream) -> ByteStream {
+    Box::pin(async_stream::try_stream! {
+        let mut buffer = BytesMut::new();
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|e| ObjectStoreError::Unavailable(format!("reading the body failed: {e}")))?;
+            buffer.extend_from_slice(&piece);
+            while buffer.len() >= CHUNK_SIZE {
+                yield buffer.split_to(CHUNK_SIZE).freeze();
+            }
+        }
+        if !buffer.is_empty() {
+            yield buffer.freeze();
+        }
+    })
+}
+
+/// ETags without S3's surrounding quotes.
+pub(super) fn unquote(etag: Option<&str>) -> String {
+    etag.unwrap_or_default().trim_matches('"').to_owned()
+}
+
+fn to_chrono(time: &SdkDateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
+
+/// User metadata as S3 wants it.
+pub(super) type Metadata = Option<HashMap<String, String>>;

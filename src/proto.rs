@@ -1,0 +1,9 @@
+//! Generated Protobuf and gRPC code for `broker.v1`. Never edited by hand:
+//! `build.rs` writes it from `proto/broker/v1/*.proto`.
+
+#![allow(clippy::all, clippy::pedantic, missing_docs)]
+
+tonic::include_proto!("broker.v1");
+
+/// The encoded file descriptor set, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("broker_descriptor");

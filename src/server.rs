@@ -1,0 +1,151 @@
+//! The whole server in one function: [`serve`] builds the backends from the
+//! configuration, mounts gRPC (broker.v1, health, reflection) and plain HTTP
+//! on one listener, and runs until `shutdown` resolves.
+
+use std::{future::Future, time::Duration};
+
+use axum::{Router, body::Body, middleware};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, task::JoinSet};
+use tonic::service::Routes;
+use tower::ServiceExt;
+
+use crate::{
+    config::ServeConfig,
+    database::Database,
+    grpc::{DatabaseService, ObjectStoreService},
+    health::{self, Health},
+    object_store::S3Store,
+    proto::{database_server::DatabaseServer, object_store_server::ObjectStoreServer},
+    telemetry, web,
+};
+
+/// Largest gRPC message accepted or sent (a PutObject chunk plus framing).
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
+
+/// The backends the broker serves.
+#[derive(Clone)]
+pub struct Backends {
+    pub store: S3Store,
+    pub db: Database,
+}
+
+impl Backends {
+    /// Builds the clients; nothing is contacted yet.
+    pub async fn from_config(config: &ServeConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: S3Store::from_config(&config.s3).await,
+            db: Database::connect(&config.postgres, config.limits.max_rows)?,
+        })
+    }
+}
+
+/// Validates `config`, connects the backends and serves on `listener` until
+/// `shutdown` resolves; then drains in-flight calls (at most the configured
+/// drain timeout) and returns.
+pub async fn serve(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let backends = Backends::from_config(&config).await?;
+    let health = Health::default();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+
+    let mut background = JoinSet::new();
+    background.spawn(health::run_probes(
+        health.clone(),
+        backends.store.clone(),
+        backends.db.clone(),
+        config.health_interval,
+    ));
+    background.spawn(health::feed_reporter(health.clone(), reporter));
+
+    let app = router(&backends, health.clone(), health_service)?;
+    tracing::info!(addr = %listener.local_addr()?, "broker listening (gRPC and HTTP)");
+    let shutdown = async {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight calls");
+        health.set_draining();
+    };
+    run(listener, app, shutdown, config.drain_timeout).await;
+    background.shutdown().await;
+    tracing::info!("broker stopped");
+    Ok(())
+}
+
+/// gRPC services and HTTP routes on one axum router.
+fn router(
+    backends: &Backends,
+    health: Health,
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> anyhow::Result<Router> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let object_store = ObjectStoreServer::new(ObjectStoreService::new(backends.store.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let database = DatabaseServer::new(DatabaseService::new(backends.db.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(usize::MAX);
+    let grpc = Routes::new(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(object_store)
+        .add_service(database)
+        .prepare()
+        .into_axum_router();
+    Ok(grpc
+        .merge(web::router(health))
+        .fallback(web::fallback)
+        .layer(middleware::from_fn(telemetry::log_requests)))
+}
+
+/// Accepts connections (HTTP/1.1 and HTTP/2 on the same port) until
+/// `shutdown`, then lets open connections finish for up to `drain_timeout`.
+async fn run(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>, drain_timeout: Duration) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().adaptive_window(true).max_concurrent_streams(1024);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!(?drain_timeout, "drain timeout reached; closing remaining connections");
+        }
+    }
+}
