@@ -1,0 +1,291 @@
+//! broker.v1.ObjectStore through the real server and the generated client,
+//! against a real S3-protocol server.
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use bytes::Bytes;
+use common::{BUCKET, TestBroker, binary_body, sha256};
+use resource_broker::proto::{
+    ByteRange, DeleteObjectRequest, GetObjectRequest, HeadObjectRequest, ListObjectsRequest, ObjectInfo,
+    PutObjectHeader, PutObjectRequest, PutObjectResponse, get_object_response, object_store_client::ObjectStoreClient,
+    put_object_request,
+};
+use tonic::{Code, transport::Channel};
+
+type Client = ObjectStoreClient<Channel>;
+
+fn header(key: &str, content_type: &str) -> PutObjectRequest {
+    PutObjectRequest {
+        part: Some(put_object_request::Part::Header(PutObjectHeader {
+            bucket: String::new(),
+            key: key.into(),
+            content_type: content_type.into(),
+            metadata: HashMap::from([("origin".to_string(), "test".to_string())]),
+        })),
+    }
+}
+
+fn chunk(bytes: &[u8]) -> PutObjectRequest {
+    PutObjectRequest { part: Some(put_object_request::Part::Chunk(Bytes::copy_from_slice(bytes))) }
+}
+
+async fn put(client: &mut Client, key: &str, body: &[u8], chunk_size: usize) -> Result<PutObjectResponse, tonic::Status> {
+    let mut messages = vec![header(key, "application/octet-stream")];
+    messages.extend(body.chunks(chunk_size).map(chunk));
+    client.put_object(futures::stream::iter(messages)).await.map(|r| r.into_inner())
+}
+
+/// Reads a whole GetObject stream: (info, body, largest chunk).
+async fn get(client: &mut Client, key: &str, range: Option<ByteRange>) -> Result<(ObjectInfo, Vec<u8>, usize), tonic::Status> {
+    let request = GetObjectRequest { bucket: String::new(), key: key.into(), range };
+    let mut stream = client.get_object(request).await?.into_inner();
+    let info = match stream.message().await?.and_then(|m| m.part) {
+        Some(get_object_response::Part::Info(info)) => info,
+        other => panic!("first message must be the info, got {other:?}"),
+    };
+    let (mut body, mut largest) = (Vec::new(), 0);
+    while let Some(message) = stream.message().await? {
+        match message.part {
+            Some(get_object_response::Part::Chunk(chunk)) => {
+                largest = largest.max(chunk.len());
+                body.extend_from_slice(&chunk);
+            }
+            other => panic!("expected a chunk, got {other:?}"),
+        }
+    }
+    Ok((info, body, largest))
+}
+
+#[tokio::test]
+async fn small_binary_object_round_trips_byte_exact() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+    // Every byte value, including invalid UTF-8: the original server corrupted these.
+    let body: Vec<u8> = (0..=255u8).cycle().take(1048).collect();
+
+    let put = put(&mut client, "incoming/report.pdf", &body, 100).await.unwrap();
+    assert_eq!(put.key, "incoming/report.pdf");
+    assert_eq!(put.size, 1048);
+    assert!(!put.etag.is_empty() && !put.etag.contains('"'), "etag {:?}", put.etag);
+
+    let (info, got, _) = get(&mut client, "incoming/report.pdf", None).await.unwrap();
+    assert_eq!(got, body);
+    assert_eq!(info.size, 1048);
+    assert_eq!(info.etag, put.etag);
+
+    let head = client
+        .head_object(HeadObjectRequest { bucket: BUCKET.into(), key: "incoming/report.pdf".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(head.size, 1048);
+    assert_eq!(head.content_type, "application/octet-stream");
+    assert_eq!(head.metadata.get("origin").map(String::as_str), Some("test"));
+    assert!(head.last_modified.is_some());
+}
+
+#[tokio::test]
+async fn large_object_streams_in_bounded_chunks_through_multipart() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+    // 12 MiB + 3 bytes: three 5 MiB parts, the last one short.
+    let body = binary_body(12 * 1024 * 1024 + 3);
+
+    let put = put(&mut client, "big/blob.bin", &body, 1024 * 1024).await.unwrap();
+    assert_eq!(put.size, body.len() as i64);
+
+    let (info, got, largest) = get(&mut client, "big/blob.bin", None).await.unwrap();
+    assert_eq!(info.size, body.len() as i64);
+    assert_eq!(sha256(&got), sha256(&body));
+    assert!(largest <= 1024 * 1024, "a chunk of {largest} bytes exceeds 1 MiB");
+    assert!(broker.s3.pending_upload_files().is_empty());
+}
+
+#[tokio::test]
+async fn range_reads_return_the_range_and_the_whole_size() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+    let body = binary_body(3 * 1024 * 1024);
+    put(&mut client, "ranged.bin", &body, 512 * 1024).await.unwrap();
+
+    let (info, got, _) = get(&mut client, "ranged.bin", Some(ByteRange { offset: 1000, length: 2_000_000 })).await.unwrap();
+    assert_eq!(info.size, body.len() as i64, "info.size is the whole object's size");
+    assert_eq!(got, &body[1000..2_001_000]);
+
+    let (_, tail, _) = get(&mut client, "ranged.bin", Some(ByteRange { offset: 3 * 1024 * 1024 - 10, length: 0 })).await.unwrap();
+    assert_eq!(tail, &body[body.len() - 10..]);
+
+    let (_, whole, _) = get(&mut client, "ranged.bin", Some(ByteRange { offset: 0, length: 0 })).await.unwrap();
+    assert_eq!(whole.len(), body.len());
+
+    let past_end = get(&mut client, "ranged.bin", Some(ByteRange { offset: 5 * 1024 * 1024, length: 0 })).await;
+    assert_eq!(past_end.unwrap_err().code(), Code::OutOfRange);
+
+    let negative = get(&mut client, "ranged.bin", Some(ByteRange { offset: -1, length: 0 })).await;
+    assert_eq!(negative.unwrap_err().code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn listing_pages_through_a_prefix() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+    for i in 0..5 {
+        put(&mut client, &format!("docs/{i}.txt"), format!("document {i}").as_bytes(), 64).await.unwrap();
+    }
+    put(&mut client, "other/x.txt", b"x", 64).await.unwrap();
+
+    let mut keys = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_objects(ListObjectsRequest { bucket: String::new(), prefix: "docs/".into(), max_keys: 2, continuation_token: token })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.objects.len() <= 2);
+        for object in &page.objects {
+            assert_eq!(object.size, 10, "{object:?}");
+            assert!(object.last_modified.is_some());
+        }
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        if page.next_continuation_token.is_empty() {
+            break;
+        }
+        token = page.next_continuation_token;
+    }
+    assert_eq!(keys, ["docs/0.txt", "docs/1.txt", "docs/2.txt", "docs/3.txt", "docs/4.txt"]);
+
+    let too_many = client
+        .list_objects(ListObjectsRequest { max_keys: 5000, ..Default::default() })
+        .await;
+    assert_eq!(too_many.unwrap_err().code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn delete_removes_and_tolerates_missing_keys() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+    put(&mut client, "gone.txt", b"bye", 64).await.unwrap();
+    client.delete_object(DeleteObjectRequest { bucket: String::new(), key: "gone.txt".into() }).await.unwrap();
+    let head = client.head_object(HeadObjectRequest { bucket: String::new(), key: "gone.txt".into() }).await;
+    assert_eq!(head.unwrap_err().code(), Code::NotFound);
+    // S3 semantics: deleting a missing key succeeds.
+    client.delete_object(DeleteObjectRequest { bucket: String::new(), key: "never-was.txt".into() }).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_code() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+    let head = |bucket: &str, key: &str| HeadObjectRequest { bucket: bucket.into(), key: key.into() };
+
+    let missing = client.head_object(head("", "no/such/key")).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(missing.message().contains("no/such/key"), "{}", missing.message());
+
+    let get_missing = get(&mut client, "no/such/key", None).await.unwrap_err();
+    assert_eq!(get_missing.code(), Code::NotFound);
+
+    assert_eq!(client.head_object(head("", "")).await.unwrap_err().code(), Code::InvalidArgument);
+    let long_key = "k".repeat(1025);
+    assert_eq!(client.head_object(head("", &long_key)).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(client.head_object(head("", "line\nbreak")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(client.head_object(head("Not_A_Bucket!", "k")).await.unwrap_err().code(), Code::InvalidArgument);
+
+    let no_bucket = client.head_object(head("no-such-bucket", "k")).await.unwrap_err();
+    assert_eq!(no_bucket.code(), Code::NotFound);
+    let list_no_bucket = client
+        .list_objects(ListObjectsRequest { bucket: "no-such-bucket".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(list_no_bucket.code(), Code::NotFound);
+    assert!(list_no_bucket.message().contains("no-such-bucket"));
+
+    let put_empty_key = put(&mut client, "", b"x", 1).await.unwrap_err();
+    assert_eq!(put_empty_key.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn malformed_upload_streams_are_rejected_and_leave_nothing() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+
+    let no_header = client.put_object(futures::stream::iter(vec![chunk(b"data")])).await.unwrap_err();
+    assert_eq!(no_header.code(), Code::InvalidArgument);
+
+    let two_headers = vec![header("twice.txt", ""), chunk(b"a"), header("twice.txt", "")];
+    let err = client.put_object(futures::stream::iter(two_headers)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let head = client.head_object(HeadObjectRequest { bucket: String::new(), key: "twice.txt".into() }).await;
+    assert_eq!(head.unwrap_err().code(), Code::NotFound);
+
+    // A second header after multipart parts went up: the upload is aborted.
+    let mut messages = vec![header("twice-big.bin", "")];
+    messages.extend(binary_body(6 * 1024 * 1024).chunks(1024 * 1024).map(chunk));
+    messages.push(header("twice-big.bin", ""));
+    let err = client.put_object(futures::stream::iter(messages)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    wait_until_no_pending_uploads(&broker).await;
+    let head = client.head_object(HeadObjectRequest { bucket: String::new(), key: "twice-big.bin".into() }).await;
+    assert_eq!(head.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn cancelled_upload_leaves_no_object_and_no_parts() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<PutObjectRequest>(4);
+    let upload = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.put_object(tokio_stream::wrappers::ReceiverStream::new(rx)).await }
+    });
+    tx.send(header("cancelled.bin", "")).await.unwrap();
+    let body = binary_body(7 * 1024 * 1024);
+    for piece in body.chunks(1024 * 1024) {
+        tx.send(chunk(piece)).await.unwrap();
+    }
+    // Let the first 5 MiB part reach S3, then the client goes away.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while broker.s3.pending_upload_files().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "multipart upload never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    upload.abort();
+    drop(tx);
+    let _ = upload.await;
+
+    wait_until_no_pending_uploads(&broker).await;
+    let head = client.head_object(HeadObjectRequest { bucket: String::new(), key: "cancelled.bin".into() }).await;
+    assert_eq!(head.unwrap_err().code(), Code::NotFound);
+}
+
+async fn wait_until_no_pending_uploads(broker: &TestBroker) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending = broker.s3.pending_upload_files();
+        if pending.is_empty() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "multipart upload not aborted: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn empty_objects_work() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.object_store().await;
+    let put = put(&mut client, "empty", b"", 1).await.unwrap();
+    assert_eq!(put.size, 0);
+    let (info, body, _) = get(&mut client, "empty", None).await.unwrap();
+    assert_eq!((info.size, body.len()), (0, 0));
+    // Concurrent readers each get their own stream.
+    let reads = futures::future::join_all((0..4).map(|_| {
+        let mut client = client.clone();
+        async move { get(&mut client, "empty", None).await.map(|r| r.1.len()) }
+    }))
+    .await;
+    assert!(reads.into_iter().all(|r| r.unwrap() == 0));
+}
