@@ -104,9 +104,9 @@ impl PostgresConfig {
 
     fn password(&self) -> anyhow::Result<Option<String>> {
         match (&self.postgres_password, &self.postgres_password_file) {
-            (Some(_), Some(_)) => anyhow::bail!(
-                "set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, not both"
-            ),
+            (Some(_), Some(_)) => {
+                anyhow::bail!("set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, not both")
+            }
             (Some(password), None) => Ok(Some(password.clone())),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -138,12 +138,18 @@ impl PostgresConfig {
 impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
-            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("postgres_host", &self.postgres_host)
             .field("postgres_port", &self.postgres_port)
             .field("postgres_db", &self.postgres_db)
             .field("postgres_user", &self.postgres_user)
-            .field("postgres_password", &self.postgres_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "postgres_password",
+                &self.postgres_password.as_ref().map(|_| "<redacted>"),
+            )
             .field("postgres_password_file", &self.postgres_password_file)
             .field("pool_min", &self.pool_min)
             .field("pool_max", &self.pool_max)

@@ -58,7 +58,9 @@ impl Default for Health {
             postgres: BackendState::Starting,
             draining: false,
         });
-        Self { state: Arc::new(state) }
+        Self {
+            state: Arc::new(state),
+        }
     }
 }
 
@@ -79,12 +81,17 @@ impl Health {
     fn record(&self, s3: BackendState, postgres: BackendState) {
         self.state.send_if_modified(|current| {
             let changed = current.s3 != s3 || current.postgres != postgres;
-            for (name, old, new) in [("s3", &current.s3, &s3), ("postgresql", &current.postgres, &postgres)] {
+            for (name, old, new) in [
+                ("s3", &current.s3, &s3),
+                ("postgresql", &current.postgres, &postgres),
+            ] {
                 match new {
                     BackendState::Down(reason) if old != new => {
                         tracing::warn!(backend = name, reason = %reason, "backend unhealthy")
                     }
-                    BackendState::Ok if old != new => tracing::info!(backend = name, "backend healthy"),
+                    BackendState::Ok if old != new => {
+                        tracing::info!(backend = name, "backend healthy")
+                    }
                     _ => {}
                 }
             }
@@ -104,17 +111,18 @@ pub async fn run_probes(health: Health, store: S3Store, db: Database, interval: 
     loop {
         ticker.tick().await;
         let (s3, postgres) = tokio::join!(
-            probe(timeout, async { store.probe().await.map_err(|e| e.to_string()) }),
-            probe(timeout, async { db.probe().await.map_err(|e| e.to_string()) }),
+            probe(timeout, async {
+                store.probe().await.map_err(|e| e.to_string())
+            }),
+            probe(timeout, async {
+                db.probe().await.map_err(|e| e.to_string())
+            }),
         );
         health.record(s3, postgres);
     }
 }
 
-async fn probe(
-    timeout: Duration,
-    check: impl Future<Output = Result<(), String>>,
-) -> BackendState {
+async fn probe(timeout: Duration, check: impl Future<Output = Result<(), String>>) -> BackendState {
     match tokio::time::timeout(timeout, check).await {
         Ok(Ok(())) => BackendState::Ok,
         Ok(Err(reason)) => BackendState::Down(reason),
@@ -128,11 +136,21 @@ pub async fn feed_reporter(health: Health, reporter: HealthReporter) {
     loop {
         let snapshot = changes.borrow_and_update().clone();
         let status = |up: bool| {
-            if up && !snapshot.draining { ServingStatus::Serving } else { ServingStatus::NotServing }
+            if up && !snapshot.draining {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
         };
-        reporter.set_service_status(OBJECT_STORE_SERVICE, status(snapshot.s3.is_ok())).await;
-        reporter.set_service_status(DATABASE_SERVICE, status(snapshot.postgres.is_ok())).await;
-        reporter.set_service_status("", status(snapshot.serving())).await;
+        reporter
+            .set_service_status(OBJECT_STORE_SERVICE, status(snapshot.s3.is_ok()))
+            .await;
+        reporter
+            .set_service_status(DATABASE_SERVICE, status(snapshot.postgres.is_ok()))
+            .await;
+        reporter
+            .set_service_status("", status(snapshot.serving()))
+            .await;
         if changes.changed().await.is_err() {
             return;
         }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 use tonic::transport::Endpoint;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Exit codes, as grpc_health_probe's.
 pub mod exit {
@@ -39,9 +41,15 @@ pub struct HealthcheckArgs {
 
 /// Runs the check, prints the outcome and returns the exit code.
 pub async fn run(args: &HealthcheckArgs) -> u8 {
-    let url = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
+    let url = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
     let endpoint = match Endpoint::from_shared(url) {
-        Ok(endpoint) => endpoint.connect_timeout(args.connect_timeout).timeout(args.rpc_timeout),
+        Ok(endpoint) => endpoint
+            .connect_timeout(args.connect_timeout)
+            .timeout(args.rpc_timeout),
         Err(e) => {
             eprintln!("error: invalid address {:?}: {e}", args.addr);
             return exit::INVALID_ARGUMENTS;
@@ -54,11 +62,16 @@ pub async fn run(args: &HealthcheckArgs) -> u8 {
             return exit::CONNECTION_FAILURE;
         }
         Err(_) => {
-            eprintln!("timeout: failed to connect service {:?} within {:?}", args.addr, args.connect_timeout);
+            eprintln!(
+                "timeout: failed to connect service {:?} within {:?}",
+                args.addr, args.connect_timeout
+            );
             return exit::CONNECTION_FAILURE;
         }
     };
-    let request = HealthCheckRequest { service: args.service.clone() };
+    let request = HealthCheckRequest {
+        service: args.service.clone(),
+    };
     match HealthClient::new(channel).check(request).await {
         Ok(response) => {
             let status = response.into_inner().status();
@@ -66,12 +79,19 @@ pub async fn run(args: &HealthcheckArgs) -> u8 {
                 println!("status: SERVING");
                 exit::SERVING
             } else {
-                println!("service unhealthy (responded with {:?})", status.as_str_name());
+                println!(
+                    "service unhealthy (responded with {:?})",
+                    status.as_str_name()
+                );
                 exit::NOT_SERVING
             }
         }
         Err(status) => {
-            eprintln!("error: health rpc failed: {} {}", status.code(), status.message());
+            eprintln!(
+                "error: health rpc failed: {} {}",
+                status.code(),
+                status.message()
+            );
             exit::RPC_FAILURE
         }
     }
@@ -85,7 +105,9 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         .map(|arg| {
             let name = arg.strip_prefix('-').filter(|rest| !rest.starts_with('-'));
             match name {
-                Some(rest) if FLAGS.contains(&rest.split('=').next().unwrap_or_default()) => format!("-{arg}"),
+                Some(rest) if FLAGS.contains(&rest.split('=').next().unwrap_or_default()) => {
+                    format!("-{arg}")
+                }
                 _ => arg,
             }
         })
@@ -98,11 +120,25 @@ mod tests {
 
     #[test]
     fn single_dash_flags_become_double_dash() {
-        let args = ["-addr=localhost:8000", "-service", "broker.v1.Database", "--rpc-timeout", "2s", "-x"]
-            .map(String::from);
+        let args = [
+            "-addr=localhost:8000",
+            "-service",
+            "broker.v1.Database",
+            "--rpc-timeout",
+            "2s",
+            "-x",
+        ]
+        .map(String::from);
         assert_eq!(
             normalize_args(args),
-            ["--addr=localhost:8000", "--service", "broker.v1.Database", "--rpc-timeout", "2s", "-x"]
+            [
+                "--addr=localhost:8000",
+                "--service",
+                "broker.v1.Database",
+                "--rpc-timeout",
+                "2s",
+                "-x"
+            ]
         );
     }
 }

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use resource_broker::{config::ServeConfig, dev::DevArgs, healthcheck, server, shutdown, telemetry};
+use resource_broker::{
+    config::ServeConfig, dev::DevArgs, healthcheck, server, shutdown, telemetry,
+};
 use tokio::net::TcpListener;
 
 /// A gRPC broker that serves an S3 bucket and a PostgreSQL database to agents.

@@ -13,6 +13,8 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tonic::service::Routes;
 use tower::ServiceExt;
 
+use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
+
 use crate::{
     config::ServeConfig,
     database::Database,
@@ -82,37 +84,65 @@ pub async fn serve(
 fn router(
     backends: &Backends,
     health: Health,
-    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    health_service: HealthServer<impl HealthService>,
 ) -> anyhow::Result<Router> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let routes = broker_routes(backends)
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    let grpc = routes
+        .prepare()
+        .into_axum_router()
+        .layer(middleware::from_fn(telemetry::log_requests));
+    let web = web::router(health, in_process(backends))
+        .layer(middleware::from_fn(telemetry::log_requests));
+    Ok(grpc.merge(web).fallback(web::fallback))
+}
+
+/// The broker.v1 services.
+fn broker_routes(backends: &Backends) -> Routes {
     let object_store = ObjectStoreServer::new(ObjectStoreService::new(backends.store.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let database = DatabaseServer::new(DatabaseService::new(backends.db.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(usize::MAX);
-    let grpc = Routes::new(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
-        .add_service(object_store)
-        .add_service(database)
-        .prepare()
-        .into_axum_router();
-    Ok(grpc
-        .merge(web::router(health))
-        .fallback(web::fallback)
-        .layer(middleware::from_fn(telemetry::log_requests)))
+    Routes::new(object_store).add_service(database)
 }
+
+/// The broker.v1 services as an in-process tower service: a tonic client
+/// built on it (`DatabaseClient::new(in_process(&backends))`) makes the very
+/// same calls as over the network, with no socket. The other doorways
+/// (`/call_tool`, MCP, the client library's direct mode) are such clients,
+/// so every call goes through one implementation.
+pub fn in_process(backends: &Backends) -> InProcess {
+    broker_routes(backends)
+        .prepare()
+        .into_axum_router()
+        .layer(middleware::from_fn(telemetry::log_requests))
+}
+
+/// See [`in_process`].
+pub type InProcess = Router;
 
 /// Accepts connections (HTTP/1.1 and HTTP/2 on the same port) until
 /// `shutdown`, then lets open connections finish for up to `drain_timeout`.
-async fn run(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>, drain_timeout: Duration) {
+async fn run(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().adaptive_window(true).max_concurrent_streams(1024);
+    builder
+        .http2()
+        .adaptive_window(true)
+        .max_concurrent_streams(1024);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -130,9 +160,10 @@ async fn run(listener: TcpListener, app: Router, shutdown: impl Future<Output = 
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            app.clone().oneshot(request.map(Body::new))
-        });
+        let service =
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                app.clone().oneshot(request.map(Body::new))
+            });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {

@@ -8,9 +8,9 @@ use std::{collections::HashMap, time::Duration};
 use bytes::Bytes;
 use common::{BUCKET, TestBroker, binary_body, sha256};
 use resource_broker::proto::{
-    ByteRange, DeleteObjectRequest, GetObjectRequest, HeadObjectRequest, ListObjectsRequest, ObjectInfo,
-    PutObjectHeader, PutObjectRequest, PutObjectResponse, get_object_response, object_store_client::ObjectStoreClient,
-    put_object_request,
+    ByteRange, DeleteObjectRequest, GetObjectRequest, HeadObjectRequest, ListObjectsRequest,
+    ObjectInfo, PutObjectHeader, PutObjectRequest, PutObjectResponse, get_object_response,
+    object_store_client::ObjectStoreClient, put_object_request,
 };
 use tonic::{Code, transport::Channel};
 
@@ -28,18 +28,38 @@ fn header(key: &str, content_type: &str) -> PutObjectRequest {
 }
 
 fn chunk(bytes: &[u8]) -> PutObjectRequest {
-    PutObjectRequest { part: Some(put_object_request::Part::Chunk(Bytes::copy_from_slice(bytes))) }
+    PutObjectRequest {
+        part: Some(put_object_request::Part::Chunk(Bytes::copy_from_slice(
+            bytes,
+        ))),
+    }
 }
 
-async fn put(client: &mut Client, key: &str, body: &[u8], chunk_size: usize) -> Result<PutObjectResponse, tonic::Status> {
+async fn put(
+    client: &mut Client,
+    key: &str,
+    body: &[u8],
+    chunk_size: usize,
+) -> Result<PutObjectResponse, tonic::Status> {
     let mut messages = vec![header(key, "application/octet-stream")];
     messages.extend(body.chunks(chunk_size).map(chunk));
-    client.put_object(futures::stream::iter(messages)).await.map(|r| r.into_inner())
+    client
+        .put_object(futures::stream::iter(messages))
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// Reads a whole GetObject stream: (info, body, largest chunk).
-async fn get(client: &mut Client, key: &str, range: Option<ByteRange>) -> Result<(ObjectInfo, Vec<u8>, usize), tonic::Status> {
-    let request = GetObjectRequest { bucket: String::new(), key: key.into(), range };
+async fn get(
+    client: &mut Client,
+    key: &str,
+    range: Option<ByteRange>,
+) -> Result<(ObjectInfo, Vec<u8>, usize), tonic::Status> {
+    let request = GetObjectRequest {
+        bucket: String::new(),
+        key: key.into(),
+        range,
+    };
     let mut stream = client.get_object(request).await?.into_inner();
     let info = match stream.message().await?.and_then(|m| m.part) {
         Some(get_object_response::Part::Info(info)) => info,
@@ -65,10 +85,16 @@ async fn small_binary_object_round_trips_byte_exact() {
     // Every byte value, including invalid UTF-8: the original server corrupted these.
     let body: Vec<u8> = (0..=255u8).cycle().take(1048).collect();
 
-    let put = put(&mut client, "incoming/report.pdf", &body, 100).await.unwrap();
+    let put = put(&mut client, "incoming/report.pdf", &body, 100)
+        .await
+        .unwrap();
     assert_eq!(put.key, "incoming/report.pdf");
     assert_eq!(put.size, 1048);
-    assert!(!put.etag.is_empty() && !put.etag.contains('"'), "etag {:?}", put.etag);
+    assert!(
+        !put.etag.is_empty() && !put.etag.contains('"'),
+        "etag {:?}",
+        put.etag
+    );
 
     let (info, got, _) = get(&mut client, "incoming/report.pdf", None).await.unwrap();
     assert_eq!(got, body);
@@ -76,13 +102,19 @@ async fn small_binary_object_round_trips_byte_exact() {
     assert_eq!(info.etag, put.etag);
 
     let head = client
-        .head_object(HeadObjectRequest { bucket: BUCKET.into(), key: "incoming/report.pdf".into() })
+        .head_object(HeadObjectRequest {
+            bucket: BUCKET.into(),
+            key: "incoming/report.pdf".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(head.size, 1048);
     assert_eq!(head.content_type, "application/octet-stream");
-    assert_eq!(head.metadata.get("origin").map(String::as_str), Some("test"));
+    assert_eq!(
+        head.metadata.get("origin").map(String::as_str),
+        Some("test")
+    );
     assert!(head.last_modified.is_some());
 }
 
@@ -93,13 +125,18 @@ async fn large_object_streams_in_bounded_chunks_through_multipart() {
     // 12 MiB + 3 bytes: three 5 MiB parts, the last one short.
     let body = binary_body(12 * 1024 * 1024 + 3);
 
-    let put = put(&mut client, "big/blob.bin", &body, 1024 * 1024).await.unwrap();
+    let put = put(&mut client, "big/blob.bin", &body, 1024 * 1024)
+        .await
+        .unwrap();
     assert_eq!(put.size, body.len() as i64);
 
     let (info, got, largest) = get(&mut client, "big/blob.bin", None).await.unwrap();
     assert_eq!(info.size, body.len() as i64);
     assert_eq!(sha256(&got), sha256(&body));
-    assert!(largest <= 1024 * 1024, "a chunk of {largest} bytes exceeds 1 MiB");
+    assert!(
+        largest <= 1024 * 1024,
+        "a chunk of {largest} bytes exceeds 1 MiB"
+    );
     assert!(broker.s3.pending_upload_files().is_empty());
 }
 
@@ -108,22 +145,71 @@ async fn range_reads_return_the_range_and_the_whole_size() {
     let broker = TestBroker::start().await;
     let mut client = broker.object_store().await;
     let body = binary_body(3 * 1024 * 1024);
-    put(&mut client, "ranged.bin", &body, 512 * 1024).await.unwrap();
+    put(&mut client, "ranged.bin", &body, 512 * 1024)
+        .await
+        .unwrap();
 
-    let (info, got, _) = get(&mut client, "ranged.bin", Some(ByteRange { offset: 1000, length: 2_000_000 })).await.unwrap();
-    assert_eq!(info.size, body.len() as i64, "info.size is the whole object's size");
+    let (info, got, _) = get(
+        &mut client,
+        "ranged.bin",
+        Some(ByteRange {
+            offset: 1000,
+            length: 2_000_000,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        info.size,
+        body.len() as i64,
+        "info.size is the whole object's size"
+    );
     assert_eq!(got, &body[1000..2_001_000]);
 
-    let (_, tail, _) = get(&mut client, "ranged.bin", Some(ByteRange { offset: 3 * 1024 * 1024 - 10, length: 0 })).await.unwrap();
+    let (_, tail, _) = get(
+        &mut client,
+        "ranged.bin",
+        Some(ByteRange {
+            offset: 3 * 1024 * 1024 - 10,
+            length: 0,
+        }),
+    )
+    .await
+    .unwrap();
     assert_eq!(tail, &body[body.len() - 10..]);
 
-    let (_, whole, _) = get(&mut client, "ranged.bin", Some(ByteRange { offset: 0, length: 0 })).await.unwrap();
+    let (_, whole, _) = get(
+        &mut client,
+        "ranged.bin",
+        Some(ByteRange {
+            offset: 0,
+            length: 0,
+        }),
+    )
+    .await
+    .unwrap();
     assert_eq!(whole.len(), body.len());
 
-    let past_end = get(&mut client, "ranged.bin", Some(ByteRange { offset: 5 * 1024 * 1024, length: 0 })).await;
+    let past_end = get(
+        &mut client,
+        "ranged.bin",
+        Some(ByteRange {
+            offset: 5 * 1024 * 1024,
+            length: 0,
+        }),
+    )
+    .await;
     assert_eq!(past_end.unwrap_err().code(), Code::OutOfRange);
 
-    let negative = get(&mut client, "ranged.bin", Some(ByteRange { offset: -1, length: 0 })).await;
+    let negative = get(
+        &mut client,
+        "ranged.bin",
+        Some(ByteRange {
+            offset: -1,
+            length: 0,
+        }),
+    )
+    .await;
     assert_eq!(negative.unwrap_err().code(), Code::InvalidArgument);
 }
 
@@ -132,7 +218,14 @@ async fn listing_pages_through_a_prefix() {
     let broker = TestBroker::start().await;
     let mut client = broker.object_store().await;
     for i in 0..5 {
-        put(&mut client, &format!("docs/{i}.txt"), format!("document {i}").as_bytes(), 64).await.unwrap();
+        put(
+            &mut client,
+            &format!("docs/{i}.txt"),
+            format!("document {i}").as_bytes(),
+            64,
+        )
+        .await
+        .unwrap();
     }
     put(&mut client, "other/x.txt", b"x", 64).await.unwrap();
 
@@ -140,7 +233,12 @@ async fn listing_pages_through_a_prefix() {
     let mut token = String::new();
     loop {
         let page = client
-            .list_objects(ListObjectsRequest { bucket: String::new(), prefix: "docs/".into(), max_keys: 2, continuation_token: token })
+            .list_objects(ListObjectsRequest {
+                bucket: String::new(),
+                prefix: "docs/".into(),
+                max_keys: 2,
+                continuation_token: token,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -155,10 +253,22 @@ async fn listing_pages_through_a_prefix() {
         }
         token = page.next_continuation_token;
     }
-    assert_eq!(keys, ["docs/0.txt", "docs/1.txt", "docs/2.txt", "docs/3.txt", "docs/4.txt"]);
+    assert_eq!(
+        keys,
+        [
+            "docs/0.txt",
+            "docs/1.txt",
+            "docs/2.txt",
+            "docs/3.txt",
+            "docs/4.txt"
+        ]
+    );
 
     let too_many = client
-        .list_objects(ListObjectsRequest { max_keys: 5000, ..Default::default() })
+        .list_objects(ListObjectsRequest {
+            max_keys: 5000,
+            ..Default::default()
+        })
         .await;
     assert_eq!(too_many.unwrap_err().code(), Code::InvalidArgument);
 }
@@ -168,36 +278,93 @@ async fn delete_removes_and_tolerates_missing_keys() {
     let broker = TestBroker::start().await;
     let mut client = broker.object_store().await;
     put(&mut client, "gone.txt", b"bye", 64).await.unwrap();
-    client.delete_object(DeleteObjectRequest { bucket: String::new(), key: "gone.txt".into() }).await.unwrap();
-    let head = client.head_object(HeadObjectRequest { bucket: String::new(), key: "gone.txt".into() }).await;
+    client
+        .delete_object(DeleteObjectRequest {
+            bucket: String::new(),
+            key: "gone.txt".into(),
+        })
+        .await
+        .unwrap();
+    let head = client
+        .head_object(HeadObjectRequest {
+            bucket: String::new(),
+            key: "gone.txt".into(),
+        })
+        .await;
     assert_eq!(head.unwrap_err().code(), Code::NotFound);
     // S3 semantics: deleting a missing key succeeds.
-    client.delete_object(DeleteObjectRequest { bucket: String::new(), key: "never-was.txt".into() }).await.unwrap();
+    client
+        .delete_object(DeleteObjectRequest {
+            bucket: String::new(),
+            key: "never-was.txt".into(),
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn bad_input_gets_the_right_code() {
     let broker = TestBroker::start().await;
     let mut client = broker.object_store().await;
-    let head = |bucket: &str, key: &str| HeadObjectRequest { bucket: bucket.into(), key: key.into() };
+    let head = |bucket: &str, key: &str| HeadObjectRequest {
+        bucket: bucket.into(),
+        key: key.into(),
+    };
 
-    let missing = client.head_object(head("", "no/such/key")).await.unwrap_err();
+    let missing = client
+        .head_object(head("", "no/such/key"))
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
-    assert!(missing.message().contains("no/such/key"), "{}", missing.message());
+    assert!(
+        missing.message().contains("no/such/key"),
+        "{}",
+        missing.message()
+    );
 
     let get_missing = get(&mut client, "no/such/key", None).await.unwrap_err();
     assert_eq!(get_missing.code(), Code::NotFound);
 
-    assert_eq!(client.head_object(head("", "")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        client.head_object(head("", "")).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let long_key = "k".repeat(1025);
-    assert_eq!(client.head_object(head("", &long_key)).await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(client.head_object(head("", "line\nbreak")).await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(client.head_object(head("Not_A_Bucket!", "k")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        client
+            .head_object(head("", &long_key))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        client
+            .head_object(head("", "line\nbreak"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        client
+            .head_object(head("Not_A_Bucket!", "k"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
 
-    let no_bucket = client.head_object(head("no-such-bucket", "k")).await.unwrap_err();
+    let no_bucket = client
+        .head_object(head("no-such-bucket", "k"))
+        .await
+        .unwrap_err();
     assert_eq!(no_bucket.code(), Code::NotFound);
     let list_no_bucket = client
-        .list_objects(ListObjectsRequest { bucket: "no-such-bucket".into(), ..Default::default() })
+        .list_objects(ListObjectsRequest {
+            bucket: "no-such-bucket".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(list_no_bucket.code(), Code::NotFound);
@@ -212,23 +379,46 @@ async fn malformed_upload_streams_are_rejected_and_leave_nothing() {
     let broker = TestBroker::start().await;
     let mut client = broker.object_store().await;
 
-    let no_header = client.put_object(futures::stream::iter(vec![chunk(b"data")])).await.unwrap_err();
+    let no_header = client
+        .put_object(futures::stream::iter(vec![chunk(b"data")]))
+        .await
+        .unwrap_err();
     assert_eq!(no_header.code(), Code::InvalidArgument);
 
-    let two_headers = vec![header("twice.txt", ""), chunk(b"a"), header("twice.txt", "")];
-    let err = client.put_object(futures::stream::iter(two_headers)).await.unwrap_err();
+    let two_headers = vec![
+        header("twice.txt", ""),
+        chunk(b"a"),
+        header("twice.txt", ""),
+    ];
+    let err = client
+        .put_object(futures::stream::iter(two_headers))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let head = client.head_object(HeadObjectRequest { bucket: String::new(), key: "twice.txt".into() }).await;
+    let head = client
+        .head_object(HeadObjectRequest {
+            bucket: String::new(),
+            key: "twice.txt".into(),
+        })
+        .await;
     assert_eq!(head.unwrap_err().code(), Code::NotFound);
 
     // A second header after multipart parts went up: the upload is aborted.
     let mut messages = vec![header("twice-big.bin", "")];
     messages.extend(binary_body(6 * 1024 * 1024).chunks(1024 * 1024).map(chunk));
     messages.push(header("twice-big.bin", ""));
-    let err = client.put_object(futures::stream::iter(messages)).await.unwrap_err();
+    let err = client
+        .put_object(futures::stream::iter(messages))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     wait_until_no_pending_uploads(&broker).await;
-    let head = client.head_object(HeadObjectRequest { bucket: String::new(), key: "twice-big.bin".into() }).await;
+    let head = client
+        .head_object(HeadObjectRequest {
+            bucket: String::new(),
+            key: "twice-big.bin".into(),
+        })
+        .await;
     assert_eq!(head.unwrap_err().code(), Code::NotFound);
 }
 
@@ -239,7 +429,11 @@ async fn cancelled_upload_leaves_no_object_and_no_parts() {
     let (tx, rx) = tokio::sync::mpsc::channel::<PutObjectRequest>(4);
     let upload = tokio::spawn({
         let mut client = client.clone();
-        async move { client.put_object(tokio_stream::wrappers::ReceiverStream::new(rx)).await }
+        async move {
+            client
+                .put_object(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        }
     });
     tx.send(header("cancelled.bin", "")).await.unwrap();
     let body = binary_body(7 * 1024 * 1024);
@@ -249,7 +443,10 @@ async fn cancelled_upload_leaves_no_object_and_no_parts() {
     // Let the first 5 MiB part reach S3, then the client goes away.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while broker.s3.pending_upload_files().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "multipart upload never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "multipart upload never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     upload.abort();
@@ -257,7 +454,12 @@ async fn cancelled_upload_leaves_no_object_and_no_parts() {
     let _ = upload.await;
 
     wait_until_no_pending_uploads(&broker).await;
-    let head = client.head_object(HeadObjectRequest { bucket: String::new(), key: "cancelled.bin".into() }).await;
+    let head = client
+        .head_object(HeadObjectRequest {
+            bucket: String::new(),
+            key: "cancelled.bin".into(),
+        })
+        .await;
     assert_eq!(head.unwrap_err().code(), Code::NotFound);
 }
 
@@ -268,7 +470,10 @@ async fn wait_until_no_pending_uploads(broker: &TestBroker) {
         if pending.is_empty() {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "multipart upload not aborted: {pending:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "multipart upload not aborted: {pending:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -54,7 +54,10 @@ pub fn check_params(expected: &[Type], params: &[Value]) -> Result<(), DatabaseE
 }
 
 fn out_of_range(n: usize, value: i64, ty: &Type) -> DatabaseError {
-    DatabaseError::InvalidArgument(format!("parameter ${n}: {value} is out of range for {}", ty.name()))
+    DatabaseError::InvalidArgument(format!(
+        "parameter ${n}: {value} is out of range for {}",
+        ty.name()
+    ))
 }
 
 /// A parameter on the wire. Everything but bytea is sent in text form.
@@ -70,7 +73,9 @@ impl ToSql for Param<'_> {
             Value::Int(i) => write!(Writer(out), "{i}")?,
             Value::Double(d) => write_double(*d, out)?,
             Value::Text(s) | Value::Json(s) | Value::Numeric(s) => out.put_slice(s.as_bytes()),
-            Value::Timestamp(t) if *ty == Type::DATE => write!(Writer(out), "{}", t.format("%Y-%m-%d"))?,
+            Value::Timestamp(t) if *ty == Type::DATE => {
+                write!(Writer(out), "{}", t.format("%Y-%m-%d"))?
+            }
             Value::Timestamp(t) => write!(Writer(out), "{}", t.format("%Y-%m-%d %H:%M:%S%.6f+00"))?,
         }
         Ok(IsNull::No)
@@ -129,7 +134,9 @@ impl<'a> FromSql<'a> for Raw<'a> {
 
 /// Decodes one binary result cell of type `ty`.
 pub fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, DatabaseError> {
-    let Some(raw) = raw else { return Ok(Value::Null) };
+    let Some(raw) = raw else {
+        return Ok(Value::Null);
+    };
     decode_binary(ty, raw).map_err(|e| {
         DatabaseError::InvalidArgument(format!(
             "cannot return a value of type {}: {e}; cast the column to text (::text)",
@@ -233,9 +240,15 @@ fn numeric_text(raw: &[u8]) -> Result<String, BoxError> {
         0xF000 => return Ok("-Infinity".into()),
         _ => {}
     }
-    let digits = (0..ndigits).map(|i| field(8 + 2 * i)).collect::<Result<Vec<u16>, _>>()?;
+    let digits = (0..ndigits)
+        .map(|i| field(8 + 2 * i))
+        .collect::<Result<Vec<u16>, _>>()?;
     let digit = |i: i32| -> u16 {
-        usize::try_from(i).ok().and_then(|i| digits.get(i)).copied().unwrap_or(0)
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| digits.get(i))
+            .copied()
+            .unwrap_or(0)
     };
     let mut text = String::new();
     if sign == 0x4000 {
@@ -286,11 +299,15 @@ fn time_text(micros: i64) -> Result<String, BoxError> {
     }
     let seconds = u32::try_from(micros / 1_000_000)?;
     let nanos = u32::try_from(micros % 1_000_000)? * 1000;
-    let time = NaiveTime::from_num_seconds_from_midnight_opt(seconds, nanos).ok_or("time out of range")?;
+    let time =
+        NaiveTime::from_num_seconds_from_midnight_opt(seconds, nanos).ok_or("time out of range")?;
     Ok(if nanos == 0 {
         time.format("%H:%M:%S").to_string()
     } else {
-        time.format("%H:%M:%S%.6f").to_string().trim_end_matches('0').to_owned()
+        time.format("%H:%M:%S%.6f")
+            .to_string()
+            .trim_end_matches('0')
+            .to_owned()
     })
 }
 
@@ -348,7 +365,14 @@ fn interval_text(raw: &[u8]) -> Result<String, BoxError> {
 
 fn uuid_text(bytes: [u8; 16]) -> String {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 fn inet_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
@@ -378,22 +402,45 @@ mod tests {
 
     #[test]
     fn numeric_renders_like_postgres() {
-        assert_eq!(numeric_text(&numeric(2, 0, 0, 2, &[12, 3400])).unwrap(), "12.34");
-        assert_eq!(numeric_text(&numeric(1, -1, 0x4000, 5, &[5])).unwrap(), "-0.00050");
-        assert_eq!(numeric_text(&numeric(2, 1, 0, 0, &[1, 0])).unwrap(), "10000");
+        assert_eq!(
+            numeric_text(&numeric(2, 0, 0, 2, &[12, 3400])).unwrap(),
+            "12.34"
+        );
+        assert_eq!(
+            numeric_text(&numeric(1, -1, 0x4000, 5, &[5])).unwrap(),
+            "-0.00050"
+        );
+        assert_eq!(
+            numeric_text(&numeric(2, 1, 0, 0, &[1, 0])).unwrap(),
+            "10000"
+        );
         assert_eq!(numeric_text(&numeric(0, 0, 0, 3, &[])).unwrap(), "0.000");
-        assert_eq!(numeric_text(&numeric(1, -2, 0, 8, &[1234])).unwrap(), "0.00001234");
+        assert_eq!(
+            numeric_text(&numeric(1, -2, 0, 8, &[1234])).unwrap(),
+            "0.00001234"
+        );
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
     }
 
     #[test]
     fn intervals_render_like_postgres() {
         let raw = |micros: i64, days: i32, months: i32| {
-            [micros.to_be_bytes().as_slice(), &days.to_be_bytes(), &months.to_be_bytes()].concat()
+            [
+                micros.to_be_bytes().as_slice(),
+                &days.to_be_bytes(),
+                &months.to_be_bytes(),
+            ]
+            .concat()
         };
         assert_eq!(interval_text(&raw(0, 0, 0)).unwrap(), "00:00:00");
-        assert_eq!(interval_text(&raw(3_723_500_000, 3, 14)).unwrap(), "1 year 2 mons 3 days 01:02:03.5");
-        assert_eq!(interval_text(&raw(-60_000_000, -1, 0)).unwrap(), "-1 days -00:01:00");
+        assert_eq!(
+            interval_text(&raw(3_723_500_000, 3, 14)).unwrap(),
+            "1 year 2 mons 3 days 01:02:03.5"
+        );
+        assert_eq!(
+            interval_text(&raw(-60_000_000, -1, 0)).unwrap(),
+            "-1 days -00:01:00"
+        );
     }
 
     #[test]

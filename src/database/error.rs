@@ -48,7 +48,9 @@ impl From<tokio_postgres::Error> for DatabaseError {
             "23502" | "23503" | "23514" | "23P01" | "23000" | "23001" => {
                 Self::FailedPrecondition(message)
             }
-            "25006" => Self::PermissionDenied(format!("{message} (Query is read-only: use Execute)")),
+            "25006" => {
+                Self::PermissionDenied(format!("{message} (Query is read-only: use Execute)"))
+            }
             "42501" => Self::PermissionDenied(message),
             "57014" => Self::DeadlineExceeded(format!("statement cancelled: {message}")),
             "40001" | "40P01" => Self::Aborted(message),

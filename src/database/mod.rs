@@ -76,9 +76,16 @@ impl Database {
             ));
         }
         codec::check_params(prepared.params(), &statement.params)?;
-        let portal = tx.bind_raw(&prepared, statement.params.iter().map(Param)).await?;
+        let portal = tx
+            .bind_raw(&prepared, statement.params.iter().map(Param))
+            .await?;
         // One row more than the limit tells whether there were more.
-        let fetched = tx.query_portal(&portal, i32::try_from(limit).unwrap_or(i32::MAX).saturating_add(1)).await?;
+        let fetched = tx
+            .query_portal(
+                &portal,
+                i32::try_from(limit).unwrap_or(i32::MAX).saturating_add(1),
+            )
+            .await?;
         tx.commit().await?;
         let truncated = fetched.len() > limit as usize;
         let mut rows = decode_rows(&prepared, &fetched[..fetched.len().min(limit as usize)])?;
@@ -96,7 +103,9 @@ impl Database {
     /// Runs statements atomically: every one, or (on the first error) none.
     pub async fn transaction(&self, statements: &[Statement]) -> Result<Vec<ExecuteResult>> {
         if statements.is_empty() {
-            return Err(DatabaseError::InvalidArgument("a transaction needs at least one statement".into()));
+            return Err(DatabaseError::InvalidArgument(
+                "a transaction needs at least one statement".into(),
+            ));
         }
         if statements.len() > MAX_TRANSACTION_STATEMENTS {
             return Err(DatabaseError::InvalidArgument(format!(
@@ -111,7 +120,9 @@ impl Database {
         let mut results = Vec::with_capacity(statements.len());
         for (index, statement) in statements.iter().enumerate() {
             // Dropping `tx` on error rolls everything back.
-            let result = run(&tx, statement).await.map_err(|e| prefix_statement(e, index))?;
+            let result = run(&tx, statement)
+                .await
+                .map_err(|e| prefix_statement(e, index))?;
             results.push(result);
         }
         tx.commit().await?;
@@ -135,7 +146,9 @@ impl Database {
 
 fn check_statement(statement: &Statement) -> Result<()> {
     if statement.sql.trim().is_empty() {
-        return Err(DatabaseError::InvalidArgument("sql must not be empty".into()));
+        return Err(DatabaseError::InvalidArgument(
+            "sql must not be empty".into(),
+        ));
     }
     if statement.sql.len() > MAX_SQL_BYTES {
         return Err(DatabaseError::InvalidArgument(format!(
@@ -153,25 +166,36 @@ fn check_statement(statement: &Statement) -> Result<()> {
 
 /// Runs one statement on a connection or in a transaction (both deref to
 /// `GenericClient`) and collects its RETURNING rows.
-async fn run(client: &impl tokio_postgres::GenericClient, statement: &Statement) -> Result<ExecuteResult> {
+async fn run(
+    client: &impl tokio_postgres::GenericClient,
+    statement: &Statement,
+) -> Result<ExecuteResult> {
     use futures::TryStreamExt;
     let prepared = client.prepare(&statement.sql).await?;
     codec::check_params(prepared.params(), &statement.params)?;
-    let stream = client.query_raw(&prepared, statement.params.iter().map(Param)).await?;
+    let stream = client
+        .query_raw(&prepared, statement.params.iter().map(Param))
+        .await?;
     let mut stream = std::pin::pin!(stream);
     let mut fetched = Vec::new();
     while let Some(row) = stream.try_next().await? {
         fetched.push(row);
     }
     let rows_affected = stream.rows_affected().unwrap_or(0);
-    Ok(ExecuteResult { rows_affected, returning: decode_rows(&prepared, &fetched)? })
+    Ok(ExecuteResult {
+        rows_affected,
+        returning: decode_rows(&prepared, &fetched)?,
+    })
 }
 
 fn decode_rows(prepared: &Prepared, fetched: &[Row]) -> Result<Rows> {
     let columns = prepared
         .columns()
         .iter()
-        .map(|c| Column { name: c.name().to_owned(), type_name: c.type_().name().to_owned() })
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            type_name: c.type_().name().to_owned(),
+        })
         .collect();
     let rows = fetched
         .iter()
@@ -184,7 +208,11 @@ fn decode_rows(prepared: &Prepared, fetched: &[Row]) -> Result<Rows> {
                 .collect::<Result<Vec<Value>>>()
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Rows { columns, rows, truncated: false })
+    Ok(Rows {
+        columns,
+        rows,
+        truncated: false,
+    })
 }
 
 fn prefix_statement(error: DatabaseError, index: usize) -> DatabaseError {

@@ -42,11 +42,17 @@ impl Value {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Double(d) => serde_json::Number::from_f64(*d).map_or_else(|| J::String(d.to_string()), J::Number),
+            Value::Double(d) => {
+                serde_json::Number::from_f64(*d).map_or_else(|| J::String(d.to_string()), J::Number)
+            }
             Value::Text(s) | Value::Numeric(s) => J::String(s.clone()),
             Value::Bytes(b) => J::String(bytea_hex(b)),
-            Value::Timestamp(t) => J::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-            Value::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| J::String(text.clone())),
+            Value::Timestamp(t) => {
+                J::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }
+            Value::Json(text) => {
+                serde_json::from_str(text).unwrap_or_else(|_| J::String(text.clone()))
+            }
         }
     }
 }
@@ -86,7 +92,10 @@ pub struct Statement {
 
 impl Statement {
     pub fn new(sql: impl Into<String>, params: Vec<Value>) -> Self {
-        Self { sql: sql.into(), params }
+        Self {
+            sql: sql.into(),
+            params,
+        }
     }
 }
 

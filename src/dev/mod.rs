@@ -55,7 +55,8 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> an
     let database_url = match args.database_url {
         Some(url) => url,
         None => {
-            let server = postgres::find_or_start(&args.data_dir.join("pg"), args.private_pg_port).await?;
+            let server =
+                postgres::find_or_start(&args.data_dir.join("pg"), args.private_pg_port).await?;
             server.ensure_database("documents_db").await?
         }
     };
@@ -68,7 +69,9 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> an
     config.s3.static_credentials = Some(credentials);
     config.validate()?;
 
-    let tables = Database::connect(&config.postgres, config.limits.max_rows)?.init_schema().await?;
+    let tables = Database::connect(&config.postgres, config.limits.max_rows)?
+        .init_schema()
+        .await?;
     let listener = TcpListener::bind(config.addr).await?;
     print_banner(listener.local_addr()?, &args.bucket, &objects_dir, &tables);
     crate::server::serve(config, listener, shutdown).await

@@ -25,7 +25,9 @@ pub struct PostgresServer {
 /// The local server if it answers, else a private cluster in `data_dir` on `port`.
 pub async fn find_or_start(data_dir: &Path, port: u16) -> anyhow::Result<PostgresServer> {
     if answers(LOCAL_ADMIN_URL).await {
-        return Ok(PostgresServer { admin_url: LOCAL_ADMIN_URL.into() });
+        return Ok(PostgresServer {
+            admin_url: LOCAL_ADMIN_URL.into(),
+        });
     }
     tracing::info!("no PostgreSQL on 127.0.0.1:5432; starting a private cluster");
     start_private(data_dir, port).await
@@ -38,7 +40,10 @@ pub async fn answers(url: &str) -> bool {
         tokio::spawn(connection);
         client.simple_query("SELECT 1").await.ok()
     };
-    matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Some(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(_))
+    )
 }
 
 impl PostgresServer {
@@ -64,7 +69,10 @@ impl PostgresServer {
     /// Drops database `name`, disconnecting its sessions.
     pub async fn drop_database(&self, name: &str) -> anyhow::Result<()> {
         let client = self.connect().await?;
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", name.replace('"', "\"\""));
+        let sql = format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            name.replace('"', "\"\"")
+        );
         client.batch_execute(&sql).await?;
         Ok(())
     }
@@ -94,7 +102,9 @@ impl PostgresServer {
 pub async fn start_private(data_dir: &Path, port: u16) -> anyhow::Result<PostgresServer> {
     let data_dir = data_dir.to_path_buf();
     tokio::task::spawn_blocking(move || start_private_blocking(&data_dir, port)).await??;
-    let server = PostgresServer { admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres") };
+    let server = PostgresServer {
+        admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    };
     if !answers(&server.admin_url).await {
         bail!("the private PostgreSQL cluster on port {port} started but does not answer");
     }
@@ -102,7 +112,9 @@ pub async fn start_private(data_dir: &Path, port: u16) -> anyhow::Result<Postgre
 }
 
 fn start_private_blocking(data_dir: &Path, port: u16) -> anyhow::Result<()> {
-    let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     // Root's home is usually closed to other users: keep the cluster in /tmp then.
     let data_dir = if as_root {
         std::env::temp_dir().join(format!("resource-broker-pg-{port}"))
@@ -118,7 +130,13 @@ fn start_private_blocking(data_dir: &Path, port: u16) -> anyhow::Result<()> {
          (apt-get install postgresql) or set TEST_DATABASE_URL / DATABASE_URL",
     )?;
     if as_root {
-        run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&data_dir), "chown")?;
+        run(
+            Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&data_dir),
+            "chown",
+        )?;
     }
     let command = |program: &str| {
         let path = bin.join(program);
@@ -132,14 +150,24 @@ fn start_private_blocking(data_dir: &Path, port: u16) -> anyhow::Result<()> {
     };
     if !data_dir.join("PG_VERSION").exists() {
         run(
-            command("initdb")
-                .arg("-D")
-                .arg(&data_dir)
-                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+            command("initdb").arg("-D").arg(&data_dir).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
             "initdb",
         )?;
     }
-    let running = command("pg_ctl").arg("status").arg("-D").arg(&data_dir).output()?.status.success();
+    let running = command("pg_ctl")
+        .arg("status")
+        .arg("-D")
+        .arg(&data_dir)
+        .output()?
+        .status
+        .success();
     if !running {
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=200",
@@ -162,9 +190,14 @@ fn start_private_blocking(data_dir: &Path, port: u16) -> anyhow::Result<()> {
 }
 
 fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
-    let output = command.output().with_context(|| format!("running {what}"))?;
+    let output = command
+        .output()
+        .with_context(|| format!("running {what}"))?;
     if !output.status.success() {
-        bail!("{what} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -172,7 +205,8 @@ fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
 /// The directory holding initdb and pg_ctl: on PATH, else Debian's layout.
 fn postgres_bin_dir() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
     });
     on_path.or_else(|| {
         let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")

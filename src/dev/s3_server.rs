@@ -36,7 +36,9 @@ impl LocalS3 {
         let task = tokio::spawn(async move {
             let http = auto::Builder::new(TokioExecutor::new());
             while let Ok((socket, _)) = listener.accept().await {
-                let connection = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                let connection = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });
@@ -55,5 +57,9 @@ impl Drop for LocalS3 {
 /// A fresh random secret key.
 pub fn random_secret() -> String {
     use rand::Rng;
-    rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect()
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }

@@ -11,7 +11,10 @@ use crate::{
 };
 
 pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
 }
 
 pub fn object_info(info: ObjectInfo) -> proto::ObjectInfo {
@@ -26,7 +29,11 @@ pub fn object_info(info: ObjectInfo) -> proto::ObjectInfo {
 }
 
 pub fn put_result(result: PutResult) -> proto::PutObjectResponse {
-    proto::PutObjectResponse { key: result.key, size: result.size, etag: result.etag }
+    proto::PutObjectResponse {
+        key: result.key,
+        size: result.size,
+        etag: result.etag,
+    }
 }
 
 /// A Protobuf value as a domain value; an unset `kind` is NULL.
@@ -42,7 +49,10 @@ pub fn value_from_proto(value: proto::Value, index: usize) -> Result<Value, Stat
         Some(Kind::TimestampValue(t)) => Value::Timestamp(
             DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(u32::MAX))
                 .ok_or_else(|| {
-                    Status::invalid_argument(format!("parameter ${}: timestamp out of range", index + 1))
+                    Status::invalid_argument(format!(
+                        "parameter ${}: timestamp out of range",
+                        index + 1
+                    ))
                 })?,
         ),
         Some(Kind::JsonValue(s)) => Value::Json(s),
@@ -67,20 +77,35 @@ pub fn value_to_proto(value: Value) -> proto::Value {
 }
 
 pub fn statement(request: proto::ExecuteRequest) -> Result<Statement, Status> {
-    params(request.params).map(|params| Statement { sql: request.sql, params })
+    params(request.params).map(|params| Statement {
+        sql: request.sql,
+        params,
+    })
 }
 
 pub fn params(params: Vec<proto::Value>) -> Result<Vec<Value>, Status> {
-    params.into_iter().enumerate().map(|(i, v)| value_from_proto(v, i)).collect()
+    params
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| value_from_proto(v, i))
+        .collect()
 }
 
 fn columns(columns: Vec<Column>) -> Vec<proto::Column> {
-    columns.into_iter().map(|c| proto::Column { name: c.name, r#type: c.type_name }).collect()
+    columns
+        .into_iter()
+        .map(|c| proto::Column {
+            name: c.name,
+            r#type: c.type_name,
+        })
+        .collect()
 }
 
 fn rows(rows: Vec<Vec<Value>>) -> Vec<proto::Row> {
     rows.into_iter()
-        .map(|values| proto::Row { values: values.into_iter().map(value_to_proto).collect() })
+        .map(|values| proto::Row {
+            values: values.into_iter().map(value_to_proto).collect(),
+        })
         .collect()
 }
 

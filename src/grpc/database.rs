@@ -27,7 +27,10 @@ impl database_server::Database for DatabaseService {
         request: Request<proto::QueryRequest>,
     ) -> Result<Response<proto::QueryResponse>, Status> {
         let request = request.into_inner();
-        let statement = Statement { sql: request.sql, params: convert::params(request.params)? };
+        let statement = Statement {
+            sql: request.sql,
+            params: convert::params(request.params)?,
+        };
         let rows = self.db.query(&statement, request.max_rows).await?;
         Ok(Response::new(convert::query_response(rows)))
     }

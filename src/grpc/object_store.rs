@@ -67,16 +67,27 @@ impl ObjectStore for ObjectStoreService {
         let range = match request.range {
             None => None,
             Some(proto::ByteRange { offset, length }) if offset < 0 || length < 0 => {
-                return Err(Status::invalid_argument("range offset and length must not be negative"));
+                return Err(Status::invalid_argument(
+                    "range offset and length must not be negative",
+                ));
             }
-            Some(range) => Some(ByteRange { offset: range.offset as u64, length: range.length as u64 }),
+            Some(range) => Some(ByteRange {
+                offset: range.offset as u64,
+                length: range.length as u64,
+            }),
         };
         let reader = self.store.get(&request.bucket, &request.key, range).await?;
-        let info = proto::GetObjectResponse { part: Some(Part::Info(convert::object_info(reader.info))) };
-        let chunks = reader
-            .body
-            .map(|chunk| Ok(proto::GetObjectResponse { part: Some(Part::Chunk(chunk?)) }));
-        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(info) }).chain(chunks))))
+        let info = proto::GetObjectResponse {
+            part: Some(Part::Info(convert::object_info(reader.info))),
+        };
+        let chunks = reader.body.map(|chunk| {
+            Ok(proto::GetObjectResponse {
+                part: Some(Part::Chunk(chunk?)),
+            })
+        });
+        Ok(Response::new(Box::pin(
+            futures::stream::once(async { Ok(info) }).chain(chunks),
+        )))
     }
 
     async fn put_object(
@@ -86,11 +97,19 @@ impl ObjectStore for ObjectStoreService {
         use proto::put_object_request::Part;
         let mut messages = request.into_inner();
         let header = match messages.message().await? {
-            Some(proto::PutObjectRequest { part: Some(Part::Header(header)) }) => header,
-            _ => return Err(Status::invalid_argument("the first PutObject message must be a header")),
+            Some(proto::PutObjectRequest {
+                part: Some(Part::Header(header)),
+            }) => header,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first PutObject message must be a header",
+                ));
+            }
         };
         let body = messages.map(|message| match message {
-            Ok(proto::PutObjectRequest { part: Some(Part::Chunk(chunk)) }) => Ok(chunk),
+            Ok(proto::PutObjectRequest {
+                part: Some(Part::Chunk(chunk)),
+            }) => Ok(chunk),
             Ok(_) => Err(ObjectStoreError::InvalidArgument(
                 "only the first PutObject message may be a header; the rest must be chunks".into(),
             )),

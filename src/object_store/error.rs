@@ -36,15 +36,19 @@ impl ObjectStoreError {
                 let code = service.err().code().unwrap_or_default();
                 let message = service.err().message().unwrap_or(code);
                 match (code, status) {
-                    ("NoSuchKey", _) => Self::NoSuchKey { bucket: bucket.into(), key: key.into() },
+                    ("NoSuchKey", _) => Self::NoSuchKey {
+                        bucket: bucket.into(),
+                        key: key.into(),
+                    },
                     ("NoSuchBucket", _) => Self::NoSuchBucket(bucket.into()),
                     // HEAD responses have no body, so no code: only the status says it.
                     ("NotFound", _) | ("", 404) if key.is_empty() => {
                         Self::NoSuchBucket(bucket.into())
                     }
-                    ("NotFound", _) | ("", 404) => {
-                        Self::NoSuchKey { bucket: bucket.into(), key: key.into() }
-                    }
+                    ("NotFound", _) | ("", 404) => Self::NoSuchKey {
+                        bucket: bucket.into(),
+                        key: key.into(),
+                    },
                     ("InvalidRange", _) | (_, 416) => {
                         Self::OutOfRange(format!("the range starts past the end of {key:?}"))
                     }
@@ -57,13 +61,11 @@ impl ObjectStoreError {
                 }
             }
             SdkError::TimeoutError(_) => Self::Unavailable("request timed out".into()),
-            SdkError::DispatchFailure(failure) => {
-                Self::Unavailable(if failure.is_timeout() {
-                    "request timed out".into()
-                } else {
-                    "cannot reach the S3 endpoint".into()
-                })
-            }
+            SdkError::DispatchFailure(failure) => Self::Unavailable(if failure.is_timeout() {
+                "request timed out".into()
+            } else {
+                "cannot reach the S3 endpoint".into()
+            }),
             SdkError::ResponseError(_) => Self::Unavailable("malformed response from S3".into()),
             SdkError::ConstructionFailure(_) => Self::Internal("request could not be built".into()),
             _ => Self::Internal("unexpected SDK error".into()),

@@ -91,7 +91,9 @@ pub struct PutResult {
 /// control characters (S3 accepts some, but they break logs and XML).
 pub fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(ObjectStoreError::InvalidArgument("key must not be empty".into()));
+        return Err(ObjectStoreError::InvalidArgument(
+            "key must not be empty".into(),
+        ));
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(ObjectStoreError::InvalidArgument(format!(

@@ -31,8 +31,8 @@ impl S3Store {
     /// Builds the S3 client from the AWS credential chain (environment,
     /// profile, ECS task role, IMDS) and `config`.
     pub async fn from_config(config: &S3Config) -> Self {
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(config.aws_region.clone()));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(config.aws_region.clone()));
         if let Some(credentials) = &config.static_credentials {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 &credentials.access_key_id,
@@ -58,7 +58,11 @@ impl S3Store {
 
     /// Wraps an existing client.
     pub fn new(client: Client, default_bucket: String, part_size: usize) -> Self {
-        Self { client, default_bucket, part_size }
+        Self {
+            client,
+            default_bucket,
+            part_size,
+        }
     }
 
     /// The bucket used when a request names none.
@@ -122,7 +126,10 @@ impl S3Store {
             .unwrap_or(false)
             .then(|| output.next_continuation_token().map(str::to_owned))
             .flatten();
-        Ok(ObjectPage { objects, next_continuation_token })
+        Ok(ObjectPage {
+            objects,
+            next_continuation_token,
+        })
     }
 
     /// Returns an object's metadata.
@@ -149,11 +156,20 @@ impl S3Store {
 
     /// Opens an object (or a range of it) for reading. The body streams from
     /// S3 as it is read; it is never held whole.
-    pub async fn get(&self, bucket: &str, key: &str, range: Option<ByteRange>) -> Result<ObjectReader> {
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectReader> {
         let bucket = self.bucket(bucket)?;
         validate_key(key)?;
         let range_header = match range {
-            None | Some(ByteRange { offset: 0, length: 0 }) => None,
+            None
+            | Some(ByteRange {
+                offset: 0,
+                length: 0,
+            }) => None,
             Some(ByteRange { offset, length: 0 }) => Some(format!("bytes={offset}-")),
             Some(ByteRange { offset, length }) => {
                 let last = offset.checked_add(length - 1).ok_or_else(|| {
@@ -177,7 +193,9 @@ impl S3Store {
                 .rsplit_once('/')
                 .and_then(|(_, total)| total.parse().ok())
                 .ok_or_else(|| {
-                    ObjectStoreError::Internal(format!("unreadable Content-Range {content_range:?}"))
+                    ObjectStoreError::Internal(format!(
+                        "unreadable Content-Range {content_range:?}"
+                    ))
                 })?,
             _ => output.content_length().unwrap_or_default(),
         };
@@ -189,7 +207,10 @@ impl S3Store {
             last_modified: output.last_modified().and_then(to_chrono),
             metadata: output.metadata().cloned().unwrap_or_default(),
         };
-        Ok(ObjectReader { info, body: rechunk(output.body) })
+        Ok(ObjectReader {
+            info,
+            body: rechunk(output.body),
+        })
     }
 
     /// Uploads a body of any size: small bodies in one PutObject, larger ones
@@ -201,7 +222,12 @@ impl S3Store {
     {
         let bucket = self.bucket(&object.bucket)?.to_owned();
         validate_key(&object.key)?;
-        let NewObject { key, content_type, metadata, .. } = object;
+        let NewObject {
+            key,
+            content_type,
+            metadata,
+            ..
+        } = object;
         let content_type = Some(content_type).filter(|c| !c.is_empty());
         let metadata = Some(metadata).filter(|m| !m.is_empty());
 
@@ -262,7 +288,11 @@ impl S3Store {
                 unquote(output.e_tag())
             }
         };
-        Ok(PutResult { key, size: size as i64, etag })
+        Ok(PutResult {
+            key,
+            size: size as i64,
+            etag,
+        })
     }
 
     /// Deletes an object; a missing key is not an error.

@@ -22,7 +22,13 @@ pub async fn log_requests(request: Request, next: Next) -> Response {
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let response = next.run(request).await;
-    let mut entry = Entry { method, started, grpc, http_status: response.status().as_u16(), done: false };
+    let mut entry = Entry {
+        method,
+        started,
+        grpc,
+        http_status: response.status().as_u16(),
+        done: false,
+    };
     if grpc && let Some(code) = grpc_status(response.headers()) {
         // Trailers-only response (an error before any message).
         entry.finish(&code);
@@ -32,7 +38,10 @@ pub async fn log_requests(request: Request, next: Next) -> Response {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<String> {
-    headers.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 struct Entry {
@@ -80,7 +89,9 @@ impl http_body::Body for LoggedBody {
                 }
             }
             Poll::Ready(Some(Err(_))) => this.entry.finish("stream error"),
-            Poll::Ready(None) => this.entry.finish(if this.entry.grpc { "0" } else { "done" }),
+            Poll::Ready(None) => this
+                .entry
+                .finish(if this.entry.grpc { "0" } else { "done" }),
             Poll::Pending => {}
         }
         polled

@@ -4,10 +4,11 @@
 use axum::{Json, extract::State, http::StatusCode};
 use serde_json::{Value, json};
 
-use crate::health::{BackendState, Health};
+use super::WebState;
+use crate::health::BackendState;
 
-pub async fn handler(State(health): State<Health>) -> (StatusCode, Json<Value>) {
-    let snapshot = health.snapshot();
+pub async fn handler(State(state): State<WebState>) -> (StatusCode, Json<Value>) {
+    let snapshot = state.health.snapshot();
     let word = |state: &BackendState| match state {
         BackendState::Ok => "ok",
         BackendState::Starting => "starting",

@@ -7,9 +7,20 @@ use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get}
 
 use crate::health::Health;
 
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    pub health: Health,
+    /// The broker.v1 services in-process: HTTP doorways call them as gRPC
+    /// clients, so they share every layer (logs, metrics, policy) with gRPC.
+    pub grpc: crate::server::InProcess,
+}
+
 /// Routes for plain HTTP clients.
-pub fn router(health: Health) -> Router {
-    Router::new().route("/health", get(health::handler)).with_state(health)
+pub fn router(health: Health, grpc: crate::server::InProcess) -> Router {
+    Router::new()
+        .route("/health", get(health::handler))
+        .with_state(WebState { health, grpc })
 }
 
 /// Answers requests no route matched: gRPC clients get UNIMPLEMENTED, HTTP

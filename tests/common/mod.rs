@@ -33,13 +33,15 @@ pub async fn postgres_server() -> &'static PostgresServer {
                 return PostgresServer { admin_url: url };
             }
             let private = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-pg");
-            postgres::find_or_start(&private, 54330).await.unwrap_or_else(|e| {
-                panic!(
-                    "no PostgreSQL for the tests: {e:#}\n\
+            postgres::find_or_start(&private, 54330)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "no PostgreSQL for the tests: {e:#}\n\
                      Set TEST_DATABASE_URL=postgres://USER@HOST:PORT/postgres (a superuser), \
                      start PostgreSQL on 127.0.0.1:5432, or install it so that initdb is found."
-                )
-            })
+                    )
+                })
         })
         .await
 }
@@ -54,13 +56,18 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let server = postgres_server().await;
         let name = format!("rb_test_{}", s3_server::random_secret().to_lowercase());
-        let url = server.ensure_database(&name).await.expect("create test database");
+        let url = server
+            .ensure_database(&name)
+            .await
+            .expect("create test database");
         Self { name, url }
     }
 
     /// A direct connection, to check what the broker did.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(connection);
         client
     }
@@ -71,11 +78,17 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop runs outside async context guarantees: use a runtime of our own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async {
                 let server = PostgresServer {
                     admin_url: std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
-                        SERVER.get().map(|s| s.admin_url.clone()).unwrap_or_default()
+                        SERVER
+                            .get()
+                            .map(|s| s.admin_url.clone())
+                            .unwrap_or_default()
                     }),
                 };
                 let _ = server.drop_database(&name).await;
@@ -101,7 +114,11 @@ impl TestS3 {
             secret_access_key: s3_server::random_secret(),
         };
         let server = LocalS3::start(root.path(), &credentials).await.unwrap();
-        Self { server, root, credentials }
+        Self {
+            server,
+            root,
+            credentials,
+        }
     }
 
     /// Names of unfinished multipart uploads' files left in the store.
@@ -161,10 +178,21 @@ impl TestBroker {
         let listener = TcpListener::bind(config.addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(resource_broker::server::serve(config.clone(), listener, async {
-            let _ = rx.await;
-        }));
-        Self { addr, db, s3, config, shutdown: Some(tx), task: Some(task) }
+        let task = tokio::spawn(resource_broker::server::serve(
+            config.clone(),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            addr,
+            db,
+            s3,
+            config,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -172,7 +200,11 @@ impl TestBroker {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url()).unwrap().connect().await.expect("connect to the broker")
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the broker")
     }
 
     pub async fn object_store(&self) -> ObjectStoreClient<Channel> {
@@ -185,13 +217,21 @@ impl TestBroker {
 
     /// Waits (up to 10 s) until `service` reports serving (or not).
     pub async fn wait_for_health(&self, service: &str, serving: bool) {
-        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
         let mut client = HealthClient::new(self.channel().await);
-        let wanted = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let wanted = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let status = client
-                .check(HealthCheckRequest { service: service.into() })
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
                 .await
                 .map(|r| r.into_inner().status());
             if matches!(status, Ok(s) if s == wanted) {
@@ -223,7 +263,10 @@ impl Drop for TestBroker {
 /// Hex SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `len` bytes that cover every byte value and do not repeat with a short period.

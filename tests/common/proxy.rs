@@ -39,7 +39,9 @@ impl Proxy {
                     }
                     let mut cut = cut.subscribe();
                     tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                        let Ok(mut outbound) = TcpStream::connect(target).await else {
+                            return;
+                        };
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                             _ = cut.changed() => {}
@@ -48,7 +50,12 @@ impl Proxy {
                 }
             })
         };
-        Self { addr, up, cut, task }
+        Self {
+            addr,
+            up,
+            cut,
+            task,
+        }
     }
 
     /// Cuts every open connection and refuses new ones.
