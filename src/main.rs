@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve gRPC and HTTP on one port (production).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Serve with a local S3 directory and a local PostgreSQL: no AWS needed.
     Dev(DevArgs),
     /// Check a running broker's gRPC health (exit 0 serving, 2 connection
@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(config) => {
             telemetry::init(config.log.log_format);
-            serve(config).await
+            serve(*config).await
         }
         Command::Dev(args) => {
             telemetry::init(resource_broker::config::LogFormat::Text);

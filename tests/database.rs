@@ -25,16 +25,35 @@ fn null() -> Value {
     v(Kind::NullValue(0))
 }
 
-async fn query(client: &mut Client, sql: &str, params: Vec<Value>) -> Result<QueryResponse, tonic::Status> {
-    client.query(QueryRequest { sql: sql.into(), params, max_rows: 0 }).await.map(|r| r.into_inner())
+async fn query(
+    client: &mut Client,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<QueryResponse, tonic::Status> {
+    client
+        .query(QueryRequest {
+            sql: sql.into(),
+            params,
+            max_rows: 0,
+        })
+        .await
+        .map(|r| r.into_inner())
 }
 
 async fn execute(client: &mut Client, sql: &str, params: Vec<Value>) -> Result<u64, tonic::Status> {
-    client.execute(ExecuteRequest { sql: sql.into(), params }).await.map(|r| r.into_inner().rows_affected)
+    client
+        .execute(ExecuteRequest {
+            sql: sql.into(),
+            params,
+        })
+        .await
+        .map(|r| r.into_inner().rows_affected)
 }
 
 async fn count(client: &mut Client, table: &str) -> i64 {
-    let rows = query(client, &format!("SELECT count(*) FROM {table}"), vec![]).await.unwrap();
+    let rows = query(client, &format!("SELECT count(*) FROM {table}"), vec![])
+        .await
+        .unwrap();
     match rows.rows[0].values[0].kind {
         Some(Kind::IntValue(n)) => n,
         ref other => panic!("count is {other:?}"),
@@ -57,12 +76,37 @@ async fn values_come_back_typed() {
     assert_eq!(
         types,
         [
-            "int2", "int4", "int8", "float4", "float8", "numeric", "text", "varchar", "bytea", "bool", "timestamptz",
-            "timestamp", "date", "time", "interval", "uuid", "inet", "jsonb", "json", "_int4", "_text", "text"
+            "int2",
+            "int4",
+            "int8",
+            "float4",
+            "float8",
+            "numeric",
+            "text",
+            "varchar",
+            "bytea",
+            "bool",
+            "timestamptz",
+            "timestamp",
+            "date",
+            "time",
+            "interval",
+            "uuid",
+            "inet",
+            "jsonb",
+            "json",
+            "_int4",
+            "_text",
+            "text"
         ]
     );
-    let values: Vec<Kind> = rows.rows[0].values.iter().map(|v| v.kind.clone().unwrap()).collect();
-    let ts = |seconds: i64, nanos: i32| Kind::TimestampValue(prost_types::Timestamp { seconds, nanos });
+    let values: Vec<Kind> = rows.rows[0]
+        .values
+        .iter()
+        .map(|v| v.kind.clone().unwrap())
+        .collect();
+    let ts =
+        |seconds: i64, nanos: i32| Kind::TimestampValue(prost_types::Timestamp { seconds, nanos });
     assert_eq!(
         values,
         [
@@ -111,32 +155,69 @@ async fn parameters_are_converted_to_the_statement_types() {
         v(Kind::NumericValue("12.34".into())),
         text("héllo"),
         text("2024-02-29"),
-        v(Kind::TimestampValue(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5_000 })),
+        v(Kind::TimestampValue(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000,
+        })),
         v(Kind::JsonValue("{\"k\": [true, null]}".into())),
         text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
         v(Kind::BoolValue(false)),
         v(Kind::BytesValue(vec![0, 1, 2, 254, 255].into())),
     ];
-    let inserted = execute(&mut client, "INSERT INTO t VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)", params)
+    let inserted = execute(
+        &mut client,
+        "INSERT INTO t VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+        params,
+    )
+    .await
+    .unwrap();
+    assert_eq!(inserted, 1);
+    let rows = query(&mut client, "SELECT * FROM t WHERE i = $1", vec![int(7)])
         .await
         .unwrap();
-    assert_eq!(inserted, 1);
-    let rows = query(&mut client, "SELECT * FROM t WHERE i = $1", vec![int(7)]).await.unwrap();
-    let values: Vec<Kind> = rows.rows[0].values.iter().map(|v| v.kind.clone().unwrap()).collect();
+    let values: Vec<Kind> = rows.rows[0]
+        .values
+        .iter()
+        .map(|v| v.kind.clone().unwrap())
+        .collect();
     assert_eq!(values[1], Kind::IntValue(1 << 40));
     assert_eq!(values[2], Kind::DoubleValue(0.1));
     assert_eq!(values[3], Kind::NumericValue("12.34".into()));
     assert_eq!(values[4], Kind::StringValue("héllo".into()));
     assert_eq!(values[5], Kind::StringValue("2024-02-29".into()));
-    assert_eq!(values[6], Kind::TimestampValue(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5_000 }));
+    assert_eq!(
+        values[6],
+        Kind::TimestampValue(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000
+        })
+    );
     assert_eq!(values[7], Kind::JsonValue("{\"k\": [true, null]}".into()));
     assert_eq!(values[9], Kind::BoolValue(false));
     assert_eq!(values[10], Kind::BytesValue(vec![0, 1, 2, 254, 255].into()));
 
     // A NULL parameter, and an unset Value, both mean NULL.
-    execute(&mut client, "INSERT INTO t (i, s) VALUES ($1, $2)", vec![int(8), null()]).await.unwrap();
-    execute(&mut client, "INSERT INTO t (i, s) VALUES ($1, $2)", vec![int(9), Value { kind: None }]).await.unwrap();
-    let nulls = query(&mut client, "SELECT count(*) FROM t WHERE s IS NULL", vec![]).await.unwrap();
+    execute(
+        &mut client,
+        "INSERT INTO t (i, s) VALUES ($1, $2)",
+        vec![int(8), null()],
+    )
+    .await
+    .unwrap();
+    execute(
+        &mut client,
+        "INSERT INTO t (i, s) VALUES ($1, $2)",
+        vec![int(9), Value { kind: None }],
+    )
+    .await
+    .unwrap();
+    let nulls = query(
+        &mut client,
+        "SELECT count(*) FROM t WHERE s IS NULL",
+        vec![],
+    )
+    .await
+    .unwrap();
     assert_eq!(nulls.rows[0].values[0].kind, Some(Kind::IntValue(2)));
 }
 
@@ -144,35 +225,81 @@ async fn parameters_are_converted_to_the_statement_types() {
 async fn bad_statements_and_parameters_are_invalid_arguments() {
     let broker = TestBroker::start().await;
     let mut client = broker.database().await;
-    execute(&mut client, "CREATE TABLE t (i int4 PRIMARY KEY, s text NOT NULL)", vec![]).await.unwrap();
+    execute(
+        &mut client,
+        "CREATE TABLE t (i int4 PRIMARY KEY, s text NOT NULL)",
+        vec![],
+    )
+    .await
+    .unwrap();
 
     let cases: Vec<(&str, Vec<Value>, &str)> = vec![
         ("SELEC 1", vec![], "syntax error"),
         ("SELECT * FROM no_such_table", vec![], "does not exist"),
         ("SELECT nope FROM t", vec![], "does not exist"),
-        ("SELECT * FROM t WHERE i = $1", vec![], "1 parameter(s) but 0"),
-        ("SELECT * FROM t WHERE i = $1", vec![int(1), int(2)], "1 parameter(s) but 2"),
-        ("SELECT * FROM t WHERE i = $1", vec![text("abc")], "invalid input syntax"),
-        ("SELECT * FROM t WHERE i = $1", vec![int(1 << 40)], "out of range"),
-        ("SELECT * FROM t WHERE s = $1", vec![v(Kind::BytesValue(vec![1].into()))], "bytea"),
+        (
+            "SELECT * FROM t WHERE i = $1",
+            vec![],
+            "1 parameter(s) but 0",
+        ),
+        (
+            "SELECT * FROM t WHERE i = $1",
+            vec![int(1), int(2)],
+            "1 parameter(s) but 2",
+        ),
+        (
+            "SELECT * FROM t WHERE i = $1",
+            vec![text("abc")],
+            "invalid input syntax",
+        ),
+        (
+            "SELECT * FROM t WHERE i = $1",
+            vec![int(1 << 40)],
+            "out of range",
+        ),
+        (
+            "SELECT * FROM t WHERE s = $1",
+            vec![v(Kind::BytesValue(vec![1].into()))],
+            "bytea",
+        ),
         ("", vec![], "empty"),
         ("SELECT 1; SELECT 2", vec![], "multiple commands"),
     ];
     for (sql, params, expected) in cases {
         let err = query(&mut client, sql, params).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{sql}: {err:?}");
-        assert!(err.message().contains(expected), "{sql}: {:?} should mention {expected:?}", err.message());
+        assert!(
+            err.message().contains(expected),
+            "{sql}: {:?} should mention {expected:?}",
+            err.message()
+        );
     }
-    let err = execute(&mut client, "INSERT INTO t VALUES (1, 'a'); DELETE FROM t", vec![]).await.unwrap_err();
+    let err = execute(
+        &mut client,
+        "INSERT INTO t VALUES (1, 'a'); DELETE FROM t",
+        vec![],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(count(&mut client, "t").await, 0, "nothing of a rejected batch may run");
+    assert_eq!(
+        count(&mut client, "t").await,
+        0,
+        "nothing of a rejected batch may run"
+    );
 }
 
 #[tokio::test]
 async fn constraint_violations_map_to_their_codes() {
     let broker = TestBroker::start().await;
     let mut client = broker.database().await;
-    execute(&mut client, "CREATE TABLE parent (id int PRIMARY KEY)", vec![]).await.unwrap();
+    execute(
+        &mut client,
+        "CREATE TABLE parent (id int PRIMARY KEY)",
+        vec![],
+    )
+    .await
+    .unwrap();
     execute(
         &mut client,
         "CREATE TABLE child (id int PRIMARY KEY, parent int REFERENCES parent(id), n int NOT NULL CHECK (n > 0))",
@@ -180,11 +307,19 @@ async fn constraint_violations_map_to_their_codes() {
     )
     .await
     .unwrap();
-    execute(&mut client, "INSERT INTO parent VALUES (1)", vec![]).await.unwrap();
+    execute(&mut client, "INSERT INTO parent VALUES (1)", vec![])
+        .await
+        .unwrap();
 
-    let duplicate = execute(&mut client, "INSERT INTO parent VALUES (1)", vec![]).await.unwrap_err();
+    let duplicate = execute(&mut client, "INSERT INTO parent VALUES (1)", vec![])
+        .await
+        .unwrap_err();
     assert_eq!(duplicate.code(), Code::AlreadyExists);
-    assert!(duplicate.message().contains("duplicate key"), "{}", duplicate.message());
+    assert!(
+        duplicate.message().contains("duplicate key"),
+        "{}",
+        duplicate.message()
+    );
 
     for sql in [
         "INSERT INTO child VALUES (1, 99, 1)",
@@ -201,7 +336,9 @@ async fn constraint_violations_map_to_their_codes() {
 async fn query_never_writes() {
     let broker = TestBroker::start().await;
     let mut client = broker.database().await;
-    execute(&mut client, "CREATE TABLE t (i int)", vec![]).await.unwrap();
+    execute(&mut client, "CREATE TABLE t (i int)", vec![])
+        .await
+        .unwrap();
     execute(&mut client, "CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql AS 'INSERT INTO t VALUES (1) RETURNING 1'", vec![])
         .await
         .unwrap();
@@ -228,11 +365,23 @@ async fn query_never_writes() {
             "{sql}: expected PERMISSION_DENIED or INVALID_ARGUMENT, got {err:?}"
         );
         // Whatever the statement did to its session, the next write through Query still fails.
-        let after = query(&mut client, "INSERT INTO t VALUES (2) RETURNING i", vec![]).await.unwrap_err();
-        assert_eq!(after.code(), Code::PermissionDenied, "after {sql}: {after:?}");
+        let after = query(&mut client, "INSERT INTO t VALUES (2) RETURNING i", vec![])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            after.code(),
+            Code::PermissionDenied,
+            "after {sql}: {after:?}"
+        );
     }
     assert_eq!(count(&mut client, "t").await, 0);
-    let tables = query(&mut client, "SELECT count(*) FROM pg_tables WHERE tablename = 'u'", vec![]).await.unwrap();
+    let tables = query(
+        &mut client,
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'u'",
+        vec![],
+    )
+    .await
+    .unwrap();
     assert_eq!(tables.rows[0].values[0].kind, Some(Kind::IntValue(0)));
 }
 
@@ -240,7 +389,11 @@ async fn query_never_writes() {
 async fn max_rows_is_enforced_while_reading() {
     let broker = TestBroker::start_with(|config| config.limits.max_rows = 1000).await;
     let mut client = broker.database().await;
-    let ask = |max_rows| QueryRequest { sql: "SELECT g FROM generate_series(1, 5000000) g".into(), params: vec![], max_rows };
+    let ask = |max_rows| QueryRequest {
+        sql: "SELECT g FROM generate_series(1, 5000000) g".into(),
+        params: vec![],
+        max_rows,
+    };
 
     let capped = client.query(ask(10)).await.unwrap().into_inner();
     assert_eq!(capped.rows.len(), 10);
@@ -253,7 +406,11 @@ async fn max_rows_is_enforced_while_reading() {
     assert_eq!((greedy.rows.len(), greedy.truncated), (1000, true));
 
     let exact = client
-        .query(QueryRequest { sql: "SELECT g FROM generate_series(1, 10) g".into(), params: vec![], max_rows: 10 })
+        .query(QueryRequest {
+            sql: "SELECT g FROM generate_series(1, 10) g".into(),
+            params: vec![],
+            max_rows: 10,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -264,24 +421,53 @@ async fn max_rows_is_enforced_while_reading() {
 async fn execute_returns_rows_and_counts() {
     let broker = TestBroker::start().await;
     let mut client = broker.database().await;
-    execute(&mut client, "CREATE TABLE t (id serial PRIMARY KEY, s text)", vec![]).await.unwrap();
+    execute(
+        &mut client,
+        "CREATE TABLE t (id serial PRIMARY KEY, s text)",
+        vec![],
+    )
+    .await
+    .unwrap();
     let response = client
-        .execute(ExecuteRequest { sql: "INSERT INTO t (s) VALUES ($1), ($2) RETURNING id, s".into(), params: vec![text("a"), text("b")] })
+        .execute(ExecuteRequest {
+            sql: "INSERT INTO t (s) VALUES ($1), ($2) RETURNING id, s".into(),
+            params: vec![text("a"), text("b")],
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(response.rows_affected, 2);
-    assert_eq!(response.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["id", "s"]);
-    assert_eq!(response.rows[1].values[1].kind, Some(Kind::StringValue("b".into())));
-    assert_eq!(execute(&mut client, "UPDATE t SET s = 'c'", vec![]).await.unwrap(), 2);
+    assert_eq!(
+        response
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["id", "s"]
+    );
+    assert_eq!(
+        response.rows[1].values[1].kind,
+        Some(Kind::StringValue("b".into()))
+    );
+    assert_eq!(
+        execute(&mut client, "UPDATE t SET s = 'c'", vec![])
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn transactions_are_all_or_nothing() {
     let broker = TestBroker::start().await;
     let mut client = broker.database().await;
-    execute(&mut client, "CREATE TABLE t (id int PRIMARY KEY)", vec![]).await.unwrap();
-    let statement = |sql: &str, params: Vec<Value>| ExecuteRequest { sql: sql.into(), params };
+    execute(&mut client, "CREATE TABLE t (id int PRIMARY KEY)", vec![])
+        .await
+        .unwrap();
+    let statement = |sql: &str, params: Vec<Value>| ExecuteRequest {
+        sql: sql.into(),
+        params,
+    };
 
     let ok = client
         .transaction(TransactionRequest {
@@ -294,7 +480,10 @@ async fn transactions_are_all_or_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(ok.results.len(), 2);
-    assert_eq!(ok.results[1].rows[0].values[0].kind, Some(Kind::IntValue(2)));
+    assert_eq!(
+        ok.results[1].rows[0].values[0].kind,
+        Some(Kind::IntValue(2))
+    );
 
     let failed = client
         .transaction(TransactionRequest {
@@ -306,10 +495,21 @@ async fn transactions_are_all_or_nothing() {
         .await
         .unwrap_err();
     assert_eq!(failed.code(), Code::AlreadyExists);
-    assert!(failed.message().starts_with("statement 2:"), "{}", failed.message());
-    assert_eq!(count(&mut client, "t").await, 2, "the first statement was rolled back");
+    assert!(
+        failed.message().starts_with("statement 2:"),
+        "{}",
+        failed.message()
+    );
+    assert_eq!(
+        count(&mut client, "t").await,
+        2,
+        "the first statement was rolled back"
+    );
 
-    let empty = client.transaction(TransactionRequest { statements: vec![] }).await.unwrap_err();
+    let empty = client
+        .transaction(TransactionRequest { statements: vec![] })
+        .await
+        .unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
 }
 
@@ -319,14 +519,23 @@ async fn init_schema_is_idempotent_and_concurrent_safe() {
     let client = broker.database().await;
     let calls = futures::future::join_all((0..4).map(|_| {
         let mut client = client.clone();
-        async move { client.init_schema(InitSchemaRequest {}).await.map(|r| r.into_inner().tables) }
+        async move {
+            client
+                .init_schema(InitSchemaRequest {})
+                .await
+                .map(|r| r.into_inner().tables)
+        }
     }))
     .await;
     for tables in calls {
         assert_eq!(tables.unwrap(), ["documents", "processing_logs"]);
     }
     let mut client = client;
-    let again = client.init_schema(InitSchemaRequest {}).await.unwrap().into_inner();
+    let again = client
+        .init_schema(InitSchemaRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.tables, ["documents", "processing_logs"]);
     execute(
         &mut client,
