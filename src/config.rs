@@ -22,6 +22,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: LimitsConfig,
 
+    #[command(flatten)]
+    pub resilience: crate::resilience::ResilienceConfig,
+
     /// How often the background probes check S3 and PostgreSQL.
     #[arg(long, env = "BROKER_HEALTH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_interval: Duration,
@@ -76,11 +79,38 @@ pub struct PostgresConfig {
     /// How long a call waits for a free connection before UNAVAILABLE.
     #[arg(long, env = "BROKER_PG_ACQUIRE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+
+    /// Connections older than this are closed and replaced.
+    #[arg(long, env = "BROKER_PG_MAX_LIFETIME", default_value = "30m", value_parser = parse_duration)]
+    pub max_lifetime: Duration,
+
+    /// Idle connections beyond the minimum are closed after this long.
+    #[arg(long, env = "BROKER_PG_IDLE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Check each connection with a round trip before handing it out.
+    #[arg(long, env = "BROKER_PG_TEST_ON_CHECKOUT", default_value_t = false)]
+    pub test_on_checkout: bool,
+
+    /// Server-side limit for any statement (a call's deadline can shorten it).
+    #[arg(long, env = "BROKER_PG_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
 }
 
 impl PostgresConfig {
     /// The connection settings, password included; never log the result.
     pub fn connect_config(&self) -> anyhow::Result<tokio_postgres::Config> {
+        let mut config = self.base_connect_config()?;
+        let options = format!(
+            "{} -c statement_timeout={}",
+            config.get_options().unwrap_or_default(),
+            self.statement_timeout.as_millis()
+        );
+        config.options(options.trim_start());
+        Ok(config)
+    }
+
+    fn base_connect_config(&self) -> anyhow::Result<tokio_postgres::Config> {
         if let Some(url) = &self.database_url {
             return url.parse().map_err(|_| {
                 anyhow::anyhow!(
@@ -154,6 +184,10 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_min", &self.pool_min)
             .field("pool_max", &self.pool_max)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("test_on_checkout", &self.test_on_checkout)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -176,6 +210,14 @@ pub struct S3Config {
     /// Size of each part of a multipart upload, in MiB (5 to 5120).
     #[arg(long, env = "BROKER_S3_PART_SIZE_MIB", default_value_t = 8)]
     pub part_size_mib: usize,
+
+    /// Time allowed to connect to S3.
+    #[arg(long, env = "BROKER_S3_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for one S3 request attempt (up to the response headers).
+    #[arg(long, env = "BROKER_S3_ATTEMPT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub attempt_timeout: Duration,
 
     /// Fixed credentials instead of the AWS chain (`broker dev` and tests).
     #[arg(skip)]
@@ -264,6 +306,7 @@ impl ServeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.postgres.validate()?;
         self.s3.validate()?;
+        self.resilience.validate()?;
         if self.limits.max_rows == 0 {
             anyhow::bail!("BROKER_MAX_ROWS must be at least 1");
         }

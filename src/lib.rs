@@ -16,6 +16,7 @@ pub mod health;
 pub mod healthcheck;
 pub mod object_store;
 pub mod proto;
+pub mod resilience;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

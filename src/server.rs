@@ -22,25 +22,34 @@ use crate::{
     health::{self, Health},
     object_store::S3Store,
     proto::{database_server::DatabaseServer, object_store_server::ObjectStoreServer},
+    resilience::{
+        deadline,
+        load_shed::{self, LoadShedder, PeerAddr},
+    },
     telemetry, web,
 };
 
 /// Largest gRPC message accepted or sent (a PutObject chunk plus framing).
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
 
-/// The backends the broker serves.
+/// The backends the broker serves, and the request limits every doorway shares.
 #[derive(Clone)]
 pub struct Backends {
     pub store: S3Store,
     pub db: Database,
+    pub shedder: LoadShedder,
 }
 
 impl Backends {
     /// Builds the clients; nothing is contacted yet.
     pub async fn from_config(config: &ServeConfig) -> anyhow::Result<Self> {
         Ok(Self {
-            store: S3Store::from_config(&config.s3).await,
-            db: Database::connect(&config.postgres, config.limits.max_rows)?,
+            store: S3Store::from_config(&config.s3, &config.resilience).await,
+            db: Database::connect(&config.postgres, config.limits.max_rows, &config.resilience)?,
+            shedder: LoadShedder::new(
+                config.resilience.max_in_flight,
+                config.resilience.max_in_flight_per_caller,
+            ),
         })
     }
 }
@@ -75,6 +84,7 @@ pub async fn serve(
         health.set_draining();
     };
     run(listener, app, shutdown, config.drain_timeout).await;
+    backends.store.abort_pending_uploads().await;
     background.shutdown().await;
     tracing::info!("broker stopped");
     Ok(())
@@ -95,12 +105,13 @@ fn router(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
-    let grpc = routes
-        .prepare()
-        .into_axum_router()
-        .layer(middleware::from_fn(telemetry::log_requests));
-    let web = web::router(health, in_process(backends))
-        .layer(middleware::from_fn(telemetry::log_requests));
+    let grpc = with_layers(routes, backends);
+    let state = web::WebState {
+        health,
+        grpc: in_process(backends),
+        db: backends.db.clone(),
+    };
+    let web = web::router(state).layer(middleware::from_fn(telemetry::log_requests));
     Ok(grpc.merge(web).fallback(web::fallback))
 }
 
@@ -121,9 +132,20 @@ fn broker_routes(backends: &Backends) -> Routes {
 /// (`/call_tool`, MCP, the client library's direct mode) are such clients,
 /// so every call goes through one implementation.
 pub fn in_process(backends: &Backends) -> InProcess {
-    broker_routes(backends)
+    with_layers(broker_routes(backends), backends)
+}
+
+/// The cross-cutting layers of every gRPC call, outermost first: request
+/// id, log line and metrics; load shedding; the client's deadline.
+fn with_layers(routes: Routes, backends: &Backends) -> Router {
+    routes
         .prepare()
         .into_axum_router()
+        .layer(middleware::from_fn(deadline::enforce))
+        .layer(middleware::from_fn_with_state(
+            backends.shedder.clone(),
+            load_shed::enforce,
+        ))
         .layer(middleware::from_fn(telemetry::log_requests))
 }
 
@@ -162,7 +184,9 @@ async fn run(
         let app = app.clone();
         let service =
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                app.clone().oneshot(request.map(Body::new))
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(PeerAddr(peer));
+                app.clone().oneshot(request)
             });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());

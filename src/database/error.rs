@@ -23,6 +23,9 @@ pub enum DatabaseError {
     DeadlineExceeded(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Every pooled connection stayed busy for the whole acquire timeout.
+    #[error("database unavailable: timed out waiting for a free database connection")]
+    PoolTimeout,
     #[error("internal database error")]
     Internal(String),
 }
@@ -75,13 +78,23 @@ impl From<tokio_postgres::Error> for DatabaseError {
 impl From<bb8::RunError<tokio_postgres::Error>> for DatabaseError {
     fn from(err: bb8::RunError<tokio_postgres::Error>) -> Self {
         match err {
-            bb8::RunError::TimedOut => {
-                Self::Unavailable("timed out waiting for a free database connection".into())
-            }
+            bb8::RunError::TimedOut => Self::PoolTimeout,
             bb8::RunError::User(e) => {
                 tracing::warn!(error = %e, "cannot open a database connection");
                 Self::Unavailable("cannot connect to the database".into())
             }
         }
+    }
+}
+
+impl crate::resilience::BackendError for DatabaseError {
+    /// A lost or refused connection; not a busy pool (retrying would only
+    /// wait again) nor any answer PostgreSQL gave.
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    fn unavailable(message: String) -> Self {
+        Self::Unavailable(message)
     }
 }

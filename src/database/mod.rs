@@ -4,25 +4,32 @@
 
 mod codec;
 mod error;
+mod pool;
 mod schema;
 mod value;
 
-use std::time::Duration;
-
-use bb8::Pool;
-use bb8_postgres::PostgresConnectionManager;
-use tokio_postgres::{NoTls, Row, Statement as Prepared};
+use bb8::{Pool, PooledConnection};
+use tokio_postgres::{Row, Statement as Prepared};
 
 pub use error::DatabaseError;
 pub use schema::SCHEMA_TABLES;
 pub use value::{Column, ExecuteResult, Rows, Statement, Value, bytea_hex};
 
-use crate::config::PostgresConfig;
+use crate::{
+    config::PostgresConfig,
+    resilience::{
+        Guard,
+        Idempotency::{Idempotent, Once},
+        ResilienceConfig, deadline,
+    },
+    telemetry::metrics::metrics,
+};
 use codec::{Param, Raw};
 
 pub type Result<T, E = DatabaseError> = std::result::Result<T, E>;
 
-type PgPool = Pool<PostgresConnectionManager<NoTls>>;
+type PgPool = Pool<pool::Manager>;
+type Connection<'a> = PooledConnection<'a, pool::Manager>;
 
 /// Longest SQL text accepted, in bytes.
 pub const MAX_SQL_BYTES: usize = 1024 * 1024;
@@ -35,23 +42,48 @@ pub const MAX_TRANSACTION_STATEMENTS: usize = 1000;
 #[derive(Clone)]
 pub struct Database {
     pool: PgPool,
+    pool_max: u32,
     max_rows: u32,
+    guard: Guard,
 }
 
 impl Database {
     /// Creates the pool. Connections open lazily, so the broker starts (and
     /// reports NOT_SERVING) even while PostgreSQL is down.
-    pub fn connect(config: &PostgresConfig, max_rows: u32) -> anyhow::Result<Self> {
-        let manager = PostgresConnectionManager::new(config.connect_config()?, NoTls);
+    pub fn connect(
+        config: &PostgresConfig,
+        max_rows: u32,
+        resilience: &ResilienceConfig,
+    ) -> anyhow::Result<Self> {
+        let manager = pool::Manager::new(config.connect_config()?);
         let pool = Pool::builder()
             .min_idle(Some(config.pool_min))
             .max_size(config.pool_max)
             .connection_timeout(config.acquire_timeout)
-            .idle_timeout(Some(Duration::from_secs(600)))
-            .max_lifetime(Some(Duration::from_secs(1800)))
+            .idle_timeout(Some(config.idle_timeout))
+            .max_lifetime(Some(config.max_lifetime))
+            .test_on_check_out(config.test_on_checkout)
             .retry_connection(false)
             .build_unchecked(manager);
-        Ok(Self { pool, max_rows })
+        Ok(Self {
+            pool,
+            pool_max: config.pool_max,
+            max_rows,
+            guard: Guard::new("postgresql", resilience),
+        })
+    }
+
+    /// A pooled connection, timed for the metrics.
+    async fn connection(&self) -> Result<Connection<'_>> {
+        let started = std::time::Instant::now();
+        let result = self.pool.get().await;
+        metrics()
+            .pool_acquire_duration
+            .observe(started.elapsed().as_secs_f64());
+        if matches!(result, Err(bb8::RunError::TimedOut)) {
+            metrics().pool_acquire_timeouts.inc();
+        }
+        Ok(result?)
     }
 
     /// The row cap applied when a Query asks for 0 rows.
@@ -67,37 +99,32 @@ impl Database {
             0 => self.max_rows,
             n => n.min(self.max_rows),
         };
-        let mut conn = self.pool.get().await?;
-        let tx = conn.build_transaction().read_only(true).start().await?;
-        let prepared = tx.prepare(&statement.sql).await?;
-        if prepared.columns().is_empty() {
-            return Err(DatabaseError::InvalidArgument(
-                "Query runs statements that return rows; use Execute for other statements".into(),
-            ));
-        }
-        codec::check_params(prepared.params(), &statement.params)?;
-        let portal = tx
-            .bind_raw(&prepared, statement.params.iter().map(Param))
-            .await?;
-        // One row more than the limit tells whether there were more.
-        let fetched = tx
-            .query_portal(
-                &portal,
-                i32::try_from(limit).unwrap_or(i32::MAX).saturating_add(1),
-            )
-            .await?;
-        tx.commit().await?;
-        let truncated = fetched.len() > limit as usize;
-        let mut rows = decode_rows(&prepared, &fetched[..fetched.len().min(limit as usize)])?;
-        rows.truncated = truncated;
-        Ok(rows)
+        // Read-only, so safe to retry when the connection failed.
+        self.guard
+            .call("Query", Idempotent, || self.query_once(statement, limit))
+            .await
+    }
+
+    async fn query_once(&self, statement: &Statement, limit: u32) -> Result<Rows> {
+        let mut conn = self.connection().await?;
+        let cancel = conn.cancel_on_drop();
+        let result = read_only(&mut conn, statement, limit).await;
+        cancel.disarm();
+        result
     }
 
     /// Runs one write statement.
     pub async fn execute(&self, statement: &Statement) -> Result<ExecuteResult> {
         check_statement(statement)?;
-        let conn = self.pool.get().await?;
-        run(&*conn, statement).await
+        self.guard
+            .call("Execute", Once, || async {
+                let mut conn = self.connection().await?;
+                let cancel = conn.cancel_on_drop();
+                let result = execute_one(&mut conn, statement).await;
+                cancel.disarm();
+                result
+            })
+            .await
     }
 
     /// Runs statements atomically: every one, or (on the first error) none.
@@ -115,32 +142,50 @@ impl Database {
         for statement in statements {
             check_statement(statement)?;
         }
-        let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await?;
-        let mut results = Vec::with_capacity(statements.len());
-        for (index, statement) in statements.iter().enumerate() {
-            // Dropping `tx` on error rolls everything back.
-            let result = run(&tx, statement)
-                .await
-                .map_err(|e| prefix_statement(e, index))?;
-            results.push(result);
-        }
-        tx.commit().await?;
-        Ok(results)
+        self.guard
+            .call("Transaction", Once, || async {
+                let mut conn = self.connection().await?;
+                let cancel = conn.cancel_on_drop();
+                let result = all_or_nothing(&mut conn, statements).await;
+                cancel.disarm();
+                result
+            })
+            .await
     }
 
     /// Creates the documents schema if missing and lists its tables.
     pub async fn init_schema(&self) -> Result<Vec<String>> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.connection().await?;
         schema::create(&mut conn).await?;
         Ok(SCHEMA_TABLES.iter().map(|t| (*t).to_owned()).collect())
     }
 
+    /// Publishes the pool's state to the metrics.
+    pub fn record_pool_metrics(&self) {
+        use crate::telemetry::metrics::{PoolLabels, metrics};
+        let state = self.pool.state();
+        let idle = i64::from(state.idle_connections);
+        let in_use = i64::from(state.connections) - idle;
+        let gauge = |name: &str| {
+            metrics()
+                .pool_connections
+                .get_or_create(&PoolLabels { state: name.into() })
+                .clone()
+        };
+        gauge("idle").set(idle);
+        gauge("in_use").set(in_use);
+        metrics().pool_max_connections.set(i64::from(self.pool_max));
+    }
+
     /// Checks that a connection can be had and answers (for health probes).
     pub async fn probe(&self) -> Result<()> {
-        let conn = self.pool.get().await?;
-        conn.simple_query("SELECT 1").await?;
-        Ok(())
+        self.guard
+            .call("Probe", Once, || async {
+                let conn = self.connection().await?;
+                conn.simple_query("SELECT 1").await?;
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -164,8 +209,78 @@ fn check_statement(statement: &Statement) -> Result<()> {
     Ok(())
 }
 
-/// Runs one statement on a connection or in a transaction (both deref to
-/// `GenericClient`) and collects its RETURNING rows.
+/// Query's work: one statement in a READ ONLY transaction, at most `limit`
+/// rows fetched (one more tells whether there were more).
+async fn read_only(conn: &mut Connection<'_>, statement: &Statement, limit: u32) -> Result<Rows> {
+    let tx = conn.build_transaction().read_only(true).start().await?;
+    // Pipelined: both go out before either answer is awaited.
+    let (prepared, ()) = tokio::try_join!(
+        async { Ok(tx.prepare(&statement.sql).await?) },
+        limit_to_deadline(&tx)
+    )?;
+    if prepared.columns().is_empty() {
+        return Err(DatabaseError::InvalidArgument(
+            "Query runs statements that return rows; use Execute for other statements".into(),
+        ));
+    }
+    codec::check_params(prepared.params(), &statement.params)?;
+    let portal = tx
+        .bind_raw(&prepared, statement.params.iter().map(Param))
+        .await?;
+    let fetch = i32::try_from(limit).unwrap_or(i32::MAX).saturating_add(1);
+    let fetched = tx.query_portal(&portal, fetch).await?;
+    tx.commit().await?;
+    let truncated = fetched.len() > limit as usize;
+    let mut rows = decode_rows(&prepared, &fetched[..fetched.len().min(limit as usize)])?;
+    rows.truncated = truncated;
+    Ok(rows)
+}
+
+/// Execute's work: one statement, in a transaction only when the deadline
+/// needs `SET LOCAL statement_timeout`.
+async fn execute_one(conn: &mut Connection<'_>, statement: &Statement) -> Result<ExecuteResult> {
+    if deadline::remaining().is_none() {
+        return run(&***conn, statement).await;
+    }
+    let tx = conn.transaction().await?;
+    limit_to_deadline(&tx).await?;
+    let result = run(&tx, statement).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// Transaction's work: every statement or, on the first error, none.
+async fn all_or_nothing(
+    conn: &mut Connection<'_>,
+    statements: &[Statement],
+) -> Result<Vec<ExecuteResult>> {
+    let tx = conn.transaction().await?;
+    limit_to_deadline(&tx).await?;
+    let mut results = Vec::with_capacity(statements.len());
+    for (index, statement) in statements.iter().enumerate() {
+        // Dropping `tx` on error rolls everything back.
+        results.push(
+            run(&tx, statement)
+                .await
+                .map_err(|e| prefix_statement(e, index))?,
+        );
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Lowers the transaction's statement_timeout to the call's deadline, if any.
+async fn limit_to_deadline(tx: &tokio_postgres::Transaction<'_>) -> Result<()> {
+    if let Some(left) = deadline::remaining() {
+        let millis = left.as_millis().max(1);
+        tx.batch_execute(&format!("SET LOCAL statement_timeout = {millis}"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs one statement on a connection or in a transaction and collects its
+/// RETURNING rows.
 async fn run(
     client: &impl tokio_postgres::GenericClient,
     statement: &Statement,

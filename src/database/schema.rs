@@ -1,7 +1,5 @@
 //! The documents schema of the seed's pipeline, created idempotently.
 
-use tokio_postgres::Client;
-
 use super::Result;
 
 /// Every table of the schema, in creation order.
@@ -45,7 +43,7 @@ CREATE INDEX IF NOT EXISTS idx_processing_logs_document_id ON processing_logs (d
 
 /// Creates what is missing, under an advisory lock so that concurrent
 /// callers do not race on the catalog.
-pub(super) async fn create(client: &mut Client) -> Result<()> {
+pub(super) async fn create(client: &mut tokio_postgres::Client) -> Result<()> {
     let tx = client.transaction().await?;
     tx.batch_execute(SCHEMA_SQL).await?;
     tx.commit().await?;

@@ -34,7 +34,7 @@ impl From<DatabaseError> for Status {
             E::Aborted(_) => Code::Aborted,
             E::ResourceExhausted(_) => Code::ResourceExhausted,
             E::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            E::Unavailable(_) => Code::Unavailable,
+            E::Unavailable(_) | E::PoolTimeout => Code::Unavailable,
             E::Internal(detail) => {
                 tracing::error!(error = %detail, "internal database error");
                 Code::Internal

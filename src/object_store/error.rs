@@ -83,3 +83,13 @@ impl HttpStatus for aws_smithy_runtime_api::http::Response {
         self.status().as_u16()
     }
 }
+
+impl crate::resilience::BackendError for ObjectStoreError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    fn unavailable(message: String) -> Self {
+        Self::Unavailable(message)
+    }
+}

@@ -5,19 +5,30 @@ use std::collections::HashMap;
 
 use aws_sdk_s3::{
     Client,
-    config::{BehaviorVersion, Region, RequestChecksumCalculation},
+    config::{
+        BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig,
+        timeout::TimeoutConfig,
+    },
     primitives::{ByteStream as SdkByteStream, DateTime as SdkDateTime},
 };
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryFutureExt};
 
+use super::upload::PendingUploads;
 use super::{
     ByteRange, ByteStream, CHUNK_SIZE, DEFAULT_MAX_KEYS, ListRequest, NewObject, ObjectInfo,
     ObjectPage, ObjectReader, ObjectStoreError, PutResult, Result, upload::Upload, validate_bucket,
     validate_key, validate_prefix,
 };
-use crate::config::S3Config;
+use crate::{
+    config::S3Config,
+    resilience::{
+        Guard,
+        Idempotency::{Idempotent, Once},
+        ResilienceConfig,
+    },
+};
 
 /// The object store over one S3 endpoint, with a default bucket.
 #[derive(Clone)]
@@ -25,12 +36,14 @@ pub struct S3Store {
     client: Client,
     default_bucket: String,
     part_size: usize,
+    guard: Guard,
+    uploads: PendingUploads,
 }
 
 impl S3Store {
     /// Builds the S3 client from the AWS credential chain (environment,
     /// profile, ECS task role, IMDS) and `config`.
-    pub async fn from_config(config: &S3Config) -> Self {
+    pub async fn from_config(config: &S3Config, resilience: &ResilienceConfig) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.aws_region.clone()));
         if let Some(credentials) = &config.static_credentials {
@@ -45,23 +58,24 @@ impl S3Store {
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             // TLS already protects the body; checksums only where S3 demands them.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            // The guard retries (idempotent calls only, within budget and deadline).
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.connect_timeout)
+                    .operation_attempt_timeout(config.attempt_timeout)
+                    .build(),
+            );
         if let Some(endpoint) = &config.s3_endpoint_url {
             builder = builder.endpoint_url(endpoint).force_path_style(true);
         }
-        Self::new(
-            Client::from_conf(builder.build()),
-            config.bucket().to_owned(),
-            config.part_size_mib * 1024 * 1024,
-        )
-    }
-
-    /// Wraps an existing client.
-    pub fn new(client: Client, default_bucket: String, part_size: usize) -> Self {
         Self {
-            client,
-            default_bucket,
-            part_size,
+            client: Client::from_conf(builder.build()),
+            default_bucket: config.bucket().to_owned(),
+            part_size: config.part_size_mib * 1024 * 1024,
+            guard: Guard::new("s3", resilience),
+            uploads: PendingUploads::default(),
         }
     }
 
@@ -98,18 +112,20 @@ impl S3Store {
                 )));
             }
         };
+        let token = Some(request.continuation_token.clone()).filter(|t| !t.is_empty());
         let output = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(&request.prefix)
-            .max_keys(max_keys)
-            .set_continuation_token(
-                Some(request.continuation_token.clone()).filter(|t| !t.is_empty()),
-            )
-            .send()
-            .await
-            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, ""))?;
+            .guard
+            .call("ListObjects", Idempotent, || {
+                self.client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&request.prefix)
+                    .max_keys(max_keys)
+                    .set_continuation_token(token.clone())
+                    .send()
+                    .map_err(|e| ObjectStoreError::from_sdk(e, bucket, ""))
+            })
+            .await?;
         let objects = output
             .contents()
             .iter()
@@ -137,13 +153,16 @@ impl S3Store {
         let bucket = self.bucket(bucket)?;
         validate_key(key)?;
         let output = self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))?;
+            .guard
+            .call("HeadObject", Idempotent, || {
+                self.client
+                    .head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))
+            })
+            .await?;
         Ok(ObjectInfo {
             key: key.to_owned(),
             size: output.content_length().unwrap_or_default(),
@@ -179,14 +198,17 @@ impl S3Store {
             }
         };
         let output = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .set_range(range_header.clone())
-            .send()
-            .await
-            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))?;
+            .guard
+            .call("GetObject", Idempotent, || {
+                self.client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .set_range(range_header.clone())
+                    .send()
+                    .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))
+            })
+            .await?;
         // In a ranged read the total size is the part of Content-Range after '/'.
         let size = match (&range_header, output.content_range()) {
             (Some(_), Some(content_range)) => content_range
@@ -254,6 +276,8 @@ impl S3Store {
                     None => upload.insert(
                         Upload::start(
                             self.client.clone(),
+                            self.guard.clone(),
+                            self.uploads.clone(),
                             &bucket,
                             &key,
                             content_type.clone(),
@@ -274,17 +298,21 @@ impl S3Store {
                 upload.complete().await?
             }
             None => {
+                let body = buffer.freeze();
                 let output = self
-                    .client
-                    .put_object()
-                    .bucket(&bucket)
-                    .key(&key)
-                    .set_content_type(content_type)
-                    .set_metadata(metadata)
-                    .body(SdkByteStream::from(buffer.freeze()))
-                    .send()
-                    .await
-                    .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))?;
+                    .guard
+                    .call("PutObject", Once, || {
+                        self.client
+                            .put_object()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .set_content_type(content_type.clone())
+                            .set_metadata(metadata.clone())
+                            .body(SdkByteStream::from(body.clone()))
+                            .send()
+                            .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))
+                    })
+                    .await?;
                 unquote(output.e_tag())
             }
         };
@@ -299,29 +327,42 @@ impl S3Store {
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let bucket = self.bucket(bucket)?;
         validate_key(key)?;
-        self.client
-            .delete_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map(drop)
-            .or_else(|e| match ObjectStoreError::from_sdk(e, bucket, key) {
-                ObjectStoreError::NoSuchKey { .. } => Ok(()),
-                other => Err(other),
+        let deleted = self
+            .guard
+            .call("DeleteObject", Once, || {
+                self.client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))
             })
+            .await;
+        match deleted {
+            Ok(_) | Err(ObjectStoreError::NoSuchKey { .. }) => Ok(()),
+            Err(other) => Err(other),
+        }
     }
 
     /// Checks that the default bucket is reachable (for health probes).
     pub async fn probe(&self) -> Result<()> {
         let bucket = self.bucket("")?;
-        self.client
-            .head_bucket()
-            .bucket(bucket)
-            .send()
+        self.guard
+            .call("HeadBucket", Once, || {
+                self.client
+                    .head_bucket()
+                    .bucket(bucket)
+                    .send()
+                    .map_err(|e| ObjectStoreError::from_sdk(e, bucket, ""))
+            })
             .await
             .map(drop)
-            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, ""))
+    }
+
+    /// Aborts every multipart upload still in progress (at shutdown, once
+    /// the drain is over), so that no parts are left behind in the bucket.
+    pub async fn abort_pending_uploads(&self) {
+        self.uploads.abort_all(&self.client).await;
     }
 }
 

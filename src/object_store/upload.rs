@@ -1,5 +1,11 @@
-//! A multipart upload that cannot leak: it is aborted when it fails and when
-//! it is dropped before completion (a cancelled client stream drops it).
+//! A multipart upload that cannot leak: it is aborted when it fails, when it
+//! is dropped before completion (a cancelled client stream drops it), and at
+//! shutdown (every upload in progress is registered in [`PendingUploads`]).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use aws_sdk_s3::{
     Client,
@@ -7,12 +13,43 @@ use aws_sdk_s3::{
     types::{CompletedMultipartUpload, CompletedPart},
 };
 use bytes::Bytes;
+use futures::TryFutureExt;
 
 use super::{ObjectStoreError, Result, s3::Metadata, s3::unquote};
+use crate::resilience::{Guard, Idempotency::Once};
+
+/// Multipart uploads in progress: upload id → (bucket, key).
+#[derive(Clone, Default)]
+pub(super) struct PendingUploads(Arc<Mutex<HashMap<String, (String, String)>>>);
+
+impl PendingUploads {
+    fn insert(&self, upload_id: &str, bucket: &str, key: &str) {
+        self.lock()
+            .insert(upload_id.to_owned(), (bucket.to_owned(), key.to_owned()));
+    }
+
+    fn remove(&self, upload_id: &str) {
+        self.lock().remove(upload_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Aborts every registered upload.
+    pub(super) async fn abort_all(&self, client: &Client) {
+        let pending: Vec<_> = self.lock().drain().collect();
+        for (upload_id, (bucket, key)) in pending {
+            abort(client, &bucket, &key, &upload_id).await;
+        }
+    }
+}
 
 /// A multipart upload in progress.
 pub(super) struct Upload {
     client: Client,
+    guard: Guard,
+    pending: PendingUploads,
     bucket: String,
     key: String,
     upload_id: String,
@@ -23,27 +60,35 @@ pub(super) struct Upload {
 impl Upload {
     pub(super) async fn start(
         client: Client,
+        guard: Guard,
+        pending: PendingUploads,
         bucket: &str,
         key: &str,
         content_type: Option<String>,
         metadata: Metadata,
     ) -> Result<Self> {
-        let output = client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .set_content_type(content_type)
-            .set_metadata(metadata)
-            .send()
-            .await
-            .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))?;
+        let output = guard
+            .call("CreateMultipartUpload", Once, || {
+                client
+                    .create_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .set_content_type(content_type.clone())
+                    .set_metadata(metadata.clone())
+                    .send()
+                    .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))
+            })
+            .await?;
         let upload_id = output
             .upload_id()
             .ok_or_else(|| ObjectStoreError::Internal("S3 returned no upload id".into()))?
             .to_owned();
         tracing::debug!(bucket, key, upload_id, "multipart upload started");
+        pending.insert(&upload_id, bucket, key);
         Ok(Self {
             client,
+            guard,
+            pending,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             upload_id,
@@ -56,14 +101,18 @@ impl Upload {
     pub(super) async fn upload_part(&mut self, body: Bytes) -> Result<()> {
         let part_number = self.parts.len() as i32 + 1;
         let result = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&self.upload_id)
-            .part_number(part_number)
-            .body(ByteStream::from(body))
-            .send()
+            .guard
+            .call("UploadPart", Once, || {
+                self.client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .upload_id(&self.upload_id)
+                    .part_number(part_number)
+                    .body(ByteStream::from(body.clone()))
+                    .send()
+                    .map_err(|e| ObjectStoreError::from_sdk(e, &self.bucket, &self.key))
+            })
             .await;
         match result {
             Ok(output) => {
@@ -75,8 +124,7 @@ impl Upload {
                 );
                 Ok(())
             }
-            Err(e) => {
-                let error = ObjectStoreError::from_sdk(e, &self.bucket, &self.key);
+            Err(error) => {
                 self.abort_in_place().await;
                 Err(error)
             }
@@ -85,26 +133,29 @@ impl Upload {
 
     /// Completes the upload and returns the object's ETag.
     pub(super) async fn complete(mut self) -> Result<String> {
+        let parts = CompletedMultipartUpload::builder()
+            .set_parts(Some(std::mem::take(&mut self.parts)))
+            .build();
         let result = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&self.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut self.parts)))
-                    .build(),
-            )
-            .send()
+            .guard
+            .call("CompleteMultipartUpload", Once, || {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .upload_id(&self.upload_id)
+                    .multipart_upload(parts.clone())
+                    .send()
+                    .map_err(|e| ObjectStoreError::from_sdk(e, &self.bucket, &self.key))
+            })
             .await;
         match result {
             Ok(output) => {
                 self.finished = true;
+                self.pending.remove(&self.upload_id);
                 Ok(unquote(output.e_tag()))
             }
-            Err(e) => {
-                let error = ObjectStoreError::from_sdk(e, &self.bucket, &self.key);
+            Err(error) => {
                 self.abort_in_place().await;
                 Err(error)
             }
@@ -121,6 +172,7 @@ impl Upload {
             return;
         }
         self.finished = true;
+        self.pending.remove(&self.upload_id);
         abort(&self.client, &self.bucket, &self.key, &self.upload_id).await;
     }
 }
@@ -131,6 +183,7 @@ impl Drop for Upload {
             return;
         }
         // Dropped mid-way: the client went away. Abort in the background.
+        self.pending.remove(&self.upload_id);
         let (client, bucket, key, upload_id) = (
             self.client.clone(),
             std::mem::take(&mut self.bucket),
@@ -143,6 +196,7 @@ impl Drop for Upload {
     }
 }
 
+/// Aborts one upload; cleanup bypasses the breaker, since it must be tried.
 async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str) {
     match client
         .abort_multipart_upload()

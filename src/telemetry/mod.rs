@@ -1,15 +1,18 @@
-//! Logs: set-up of the `tracing` subscriber and the per-request log line.
+//! Logs and metrics: set-up of the `tracing` subscriber, the per-request
+//! layer, and the Prometheus registry.
 
+pub mod metrics;
 mod request_log;
 
-pub use request_log::log_requests;
+pub use request_log::{REQUEST_ID, log_requests};
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
 /// Installs the global subscriber: `RUST_LOG` filters (default `info`),
-/// `format` picks human text or one JSON object per line.
+/// `format` picks human text or one JSON object per line (with the request
+/// id of the call each line belongs to).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
@@ -20,7 +23,8 @@ pub fn init(format: LogFormat) {
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(false),
+                    .with_current_span(true)
+                    .with_span_list(false),
             )
             .try_init(),
     };

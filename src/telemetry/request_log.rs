@@ -1,6 +1,8 @@
-//! One log line per request, with method, status and duration, written when
-//! the response has really ended: for gRPC that is when the trailers carrying
-//! `grpc-status` go out, after the last message of a stream.
+//! The per-request layer: a request id (the client's `x-request-id`, or a
+//! new one) echoed in the response and attached to every log line of the
+//! call; the in-flight gauge; and, once the response has really ended (for
+//! gRPC, when the trailers with `grpc-status` go out after the last message
+//! of a stream), one log line and the request metrics.
 
 use std::{
     pin::Pin,
@@ -10,38 +12,70 @@ use std::{
 
 use axum::{body::Body, extract::Request, middleware::Next, response::Response};
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use http_body::{Frame, SizeHint};
+use tracing::Instrument;
 
-/// Axum middleware: logs every request once it has finished.
-pub async fn log_requests(request: Request, next: Next) -> Response {
+use super::metrics::{RequestLabels, metrics};
+
+/// The header carrying the request id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Axum middleware: see the module documentation.
+pub async fn log_requests(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.uri().path().to_owned();
     let grpc = request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let response = next.run(request).await;
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(new_request_id, str::to_owned);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    let span = tracing::info_span!("request", request_id = %request_id);
+    metrics().requests_in_flight.inc();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
     let mut entry = Entry {
         method,
         started,
         grpc,
         http_status: response.status().as_u16(),
+        span,
         done: false,
     };
     if grpc && let Some(code) = grpc_status(response.headers()) {
         // Trailers-only response (an error before any message).
-        entry.finish(&code);
+        entry.finish(Some(code));
         return response;
     }
     response.map(|body| Body::new(LoggedBody { inner: body, entry }))
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+fn new_request_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(tonic::Code::from(code))
 }
 
 struct Entry {
@@ -49,21 +83,41 @@ struct Entry {
     started: Instant,
     grpc: bool,
     http_status: u16,
+    span: tracing::Span,
     done: bool,
 }
 
 impl Entry {
-    fn finish(&mut self, outcome: &str) {
+    /// Logs and counts the request once; `code` is its gRPC status, `None`
+    /// for plain HTTP or a stream that ended without one (cancelled).
+    fn finish(&mut self, code: Option<tonic::Code>) {
         if self.done {
             return;
         }
         self.done = true;
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let seconds = self.started.elapsed().as_secs_f64();
+        let code = match (self.grpc, code) {
+            (true, Some(code)) => format!("{code:?}"),
+            (true, None) => "Cancelled".to_owned(),
+            (false, _) => self.http_status.to_string(),
+        };
+        let _entered = self.span.enter();
+        let duration_ms = seconds * 1000.0;
         if self.grpc {
-            tracing::info!(method = %self.method, grpc_status = outcome, duration_ms, "request");
+            tracing::info!(method = %self.method, grpc_code = %code, duration_ms, "request");
         } else {
             tracing::info!(path = %self.method, http_status = self.http_status, duration_ms, "request");
         }
+        let labels = RequestLabels {
+            method: self.method.clone(),
+            code,
+        };
+        metrics().requests.get_or_create(&labels).inc();
+        metrics()
+            .request_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+        metrics().requests_in_flight.dec();
     }
 }
 
@@ -85,13 +139,15 @@ impl http_body::Body for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
-                    this.entry.finish(&code);
+                    this.entry.finish(Some(code));
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.entry.finish("stream error"),
-            Poll::Ready(None) => this
-                .entry
-                .finish(if this.entry.grpc { "0" } else { "done" }),
+            Poll::Ready(Some(Err(_))) => this.entry.finish(Some(tonic::Code::Internal)),
+            Poll::Ready(None) => this.entry.finish(if this.entry.grpc {
+                None
+            } else {
+                Some(tonic::Code::Ok)
+            }),
             Poll::Pending => {}
         }
         polled
@@ -108,6 +164,6 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        self.entry.finish("cancelled");
+        self.entry.finish(None);
     }
 }

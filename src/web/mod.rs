@@ -2,6 +2,7 @@
 //! (for load balancers and unmigrated agents) and a JSON 404 for the rest.
 
 mod health;
+mod metrics;
 
 use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
 
@@ -14,13 +15,16 @@ pub struct WebState {
     /// The broker.v1 services in-process: HTTP doorways call them as gRPC
     /// clients, so they share every layer (logs, metrics, policy) with gRPC.
     pub grpc: crate::server::InProcess,
+    /// For pool gauges at scrape time.
+    pub db: crate::database::Database,
 }
 
 /// Routes for plain HTTP clients.
-pub fn router(health: Health, grpc: crate::server::InProcess) -> Router {
+pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/health", get(health::handler))
-        .with_state(WebState { health, grpc })
+        .route("/metrics", get(metrics::handler))
+        .with_state(state)
 }
 
 /// Answers requests no route matched: gRPC clients get UNIMPLEMENTED, HTTP

@@ -1,0 +1,141 @@
+//! Load shedding: a bounded number of requests in flight, globally and per
+//! caller. Beyond either bound a call fails at once with RESOURCE_EXHAUSTED,
+//! so that overload shows up as fast refusals, not as latency for everyone.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{extract::Request, middleware::Next, response::Response};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::telemetry::metrics::{BackendOnly, metrics};
+
+/// Who is calling, for per-caller limits: the authenticated agent when there
+/// is one (set by the auth layer), else the peer address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallerId(pub String);
+
+/// The peer address of a connection, set on each request by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The limits, shared by every request.
+#[derive(Clone)]
+pub struct LoadShedder {
+    global: Arc<Semaphore>,
+    per_caller: usize,
+    callers: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl LoadShedder {
+    pub fn new(max_in_flight: usize, max_in_flight_per_caller: usize) -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(max_in_flight)),
+            per_caller: max_in_flight_per_caller,
+            callers: Arc::default(),
+        }
+    }
+
+    /// A slot for one request of `caller`, or `None` when a limit is reached.
+    pub fn admit(&self, caller: &str) -> Option<Admission> {
+        let Ok(global) = self.global.clone().try_acquire_owned() else {
+            metrics()
+                .requests_shed
+                .get_or_create(&BackendOnly {
+                    backend: "global".into(),
+                })
+                .inc();
+            return None;
+        };
+        let mut callers = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+        let count = callers.entry(caller.to_owned()).or_default();
+        if *count >= self.per_caller {
+            metrics()
+                .requests_shed
+                .get_or_create(&BackendOnly {
+                    backend: "caller".into(),
+                })
+                .inc();
+            return None;
+        }
+        *count += 1;
+        Some(Admission {
+            _global: global,
+            caller: caller.to_owned(),
+            callers: self.callers.clone(),
+        })
+    }
+}
+
+/// Holds a request's slots; dropping it (when the response has been produced) frees them.
+pub struct Admission {
+    _global: OwnedSemaphorePermit,
+    caller: String,
+    callers: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut callers = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = callers.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                callers.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// Axum middleware (with the shedder as state): admits or refuses the call.
+pub async fn enforce(
+    axum::extract::State(shedder): axum::extract::State<LoadShedder>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Health and reflection must answer even when the broker is saturated.
+    if request.uri().path().starts_with("/grpc.") {
+        return next.run(request).await;
+    }
+    let caller = match (
+        request.extensions().get::<CallerId>(),
+        request.extensions().get::<PeerAddr>(),
+    ) {
+        (Some(CallerId(id)), _) => id.clone(),
+        (None, Some(PeerAddr(peer))) => peer.ip().to_string(),
+        (None, None) => "in-process".to_owned(),
+    };
+    let Some(admission) = shedder.admit(&caller) else {
+        return tonic::Status::resource_exhausted(
+            "the broker is at its limit of requests in flight; retry with backoff",
+        )
+        .into_http();
+    };
+    // The slot is held until the response body ends (a GetObject stream).
+    next.run(request).await.map(|body| {
+        axum::body::Body::new(body.map_frame(move |frame| {
+            let _held = &admission;
+            frame
+        }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_apply_globally_and_per_caller() {
+        let shedder = LoadShedder::new(3, 2);
+        let a1 = shedder.admit("a").unwrap();
+        let _a2 = shedder.admit("a").unwrap();
+        assert!(shedder.admit("a").is_none(), "caller limit");
+        let _b1 = shedder.admit("b").unwrap();
+        assert!(shedder.admit("c").is_none(), "global limit");
+        drop(a1);
+        assert!(shedder.admit("a").is_some(), "slots come back");
+    }
+}
