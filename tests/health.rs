@@ -5,28 +5,11 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestBroker, TestDatabase, TestS3, proxy::Proxy, test_config};
+use common::TestBroker;
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
-
-/// A broker whose PostgreSQL connection runs through a proxy the test can cut.
-async fn broker_behind_proxy() -> (TestBroker, Proxy) {
-    let (db, s3) = (TestDatabase::create().await, TestS3::start().await);
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    let port = config.get_ports()[0];
-    let proxy = Proxy::start(([127, 0, 0, 1], port).into()).await;
-    let mut config = test_config(&db, &s3);
-    config.postgres.database_url = Some(
-        db.url
-            .replace(&format!(":{port}/"), &format!(":{}/", proxy.addr.port())),
-    );
-    config.postgres.acquire_timeout = std::time::Duration::from_secs(1);
-    let broker = TestBroker::serve(db, s3, config).await;
-    broker.wait_for_health("", true).await;
-    (broker, proxy)
-}
 
 #[tokio::test]
 async fn every_service_reports_serving() {
@@ -38,7 +21,8 @@ async fn every_service_reports_serving() {
 
 #[tokio::test]
 async fn a_backend_that_goes_down_is_not_serving_and_comes_back_by_itself() {
-    let (broker, proxy) = broker_behind_proxy().await;
+    let (broker, proxies) = TestBroker::start_behind_proxies(|_| {}).await;
+    let proxy = &proxies.postgres;
 
     proxy.down();
     broker.wait_for_health("broker.v1.Database", false).await;
@@ -150,7 +134,8 @@ fn healthcheck(args: &[&str]) -> i32 {
 
 #[tokio::test]
 async fn healthcheck_exit_codes_match_grpc_health_probe() {
-    let (broker, proxy) = broker_behind_proxy().await;
+    let (broker, proxies) = TestBroker::start_behind_proxies(|_| {}).await;
+    let proxy = &proxies.postgres;
     let addr = broker.addr.to_string();
     let check = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {

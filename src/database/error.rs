@@ -94,6 +94,12 @@ impl crate::resilience::BackendError for DatabaseError {
         matches!(self, Self::Unavailable(_))
     }
 
+    /// A pool that cannot hand out a connection for the whole acquire
+    /// timeout is a failing backend too (down, or saturated).
+    fn trips_breaker(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::PoolTimeout)
+    }
+
     fn unavailable(message: String) -> Self {
         Self::Unavailable(message)
     }

@@ -61,11 +61,14 @@ impl ObjectStoreError {
                 }
             }
             SdkError::TimeoutError(_) => Self::Unavailable("request timed out".into()),
-            SdkError::DispatchFailure(failure) => Self::Unavailable(if failure.is_timeout() {
-                "request timed out".into()
-            } else {
-                "cannot reach the S3 endpoint".into()
-            }),
+            SdkError::DispatchFailure(failure) => {
+                tracing::debug!(error = ?failure, "S3 dispatch failure");
+                Self::Unavailable(if failure.is_timeout() {
+                    "request timed out".into()
+                } else {
+                    "cannot reach the S3 endpoint".into()
+                })
+            }
             SdkError::ResponseError(_) => Self::Unavailable("malformed response from S3".into()),
             SdkError::ConstructionFailure(_) => Self::Internal("request could not be built".into()),
             _ => Self::Internal("unexpected SDK error".into()),

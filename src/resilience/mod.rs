@@ -69,6 +69,11 @@ pub trait BackendError: std::fmt::Display {
     /// The backend may answer differently if asked again (it was unreachable,
     /// overloaded or timed out), as opposed to an answer such as "not found".
     fn is_transient(&self) -> bool;
+    /// The error says the backend is failing (counts against the breaker);
+    /// by default, the transient errors.
+    fn trips_breaker(&self) -> bool {
+        self.is_transient()
+    }
     /// The error for a call refused by an open breaker.
     fn unavailable(message: String) -> Self;
 }
@@ -131,6 +136,7 @@ impl Guard {
             let started = tokio::time::Instant::now();
             let result = attempt().await;
             let transient = matches!(&result, Err(e) if e.is_transient());
+            let failing = matches!(&result, Err(e) if e.trips_breaker());
             metrics().backend_call(
                 self.backend,
                 operation,
@@ -139,12 +145,15 @@ impl Guard {
             );
             // Only an unreachable backend counts against the breaker: "not
             // found" or a syntax error is the backend working as it should.
-            if transient {
+            if failing {
                 self.breaker.failure()
             } else {
                 self.breaker.success()
             }
             let Err(error) = result else { return result };
+            if transient {
+                tracing::debug!(backend = self.backend, operation, error = %error, "backend call failed");
+            }
             tries += 1;
             let retry =
                 transient && idempotency == Idempotency::Idempotent && tries < self.retry.attempts;

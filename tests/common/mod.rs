@@ -131,6 +131,12 @@ impl TestS3 {
     }
 }
 
+/// Proxies in front of a broker's backends.
+pub struct Proxies {
+    pub postgres: proxy::Proxy,
+    pub s3: proxy::Proxy,
+}
+
 /// A running broker with its own database and object store.
 pub struct TestBroker {
     pub addr: SocketAddr,
@@ -171,6 +177,44 @@ impl TestBroker {
         let broker = Self::serve(db, s3, config).await;
         broker.wait_for_health("", true).await;
         broker
+    }
+
+    /// Starts a broker whose PostgreSQL and S3 connections both run through
+    /// proxies the test can cut, hang and restore.
+    pub async fn start_behind_proxies(adjust: impl FnOnce(&mut ServeConfig)) -> (Self, Proxies) {
+        let (db, s3) = (TestDatabase::create().await, TestS3::start().await);
+        let pg_port = db
+            .url
+            .parse::<tokio_postgres::Config>()
+            .unwrap()
+            .get_ports()[0];
+        let postgres = proxy::Proxy::start(([127, 0, 0, 1], pg_port).into()).await;
+        let s3_addr: SocketAddr = s3
+            .server
+            .endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        let objects = proxy::Proxy::start(s3_addr).await;
+        let mut config = test_config(&db, &s3);
+        config.postgres.database_url = Some(db.url.replace(
+            &format!(":{pg_port}/"),
+            &format!(":{}/", postgres.addr.port()),
+        ));
+        config.postgres.acquire_timeout = Duration::from_secs(1);
+        config.s3.s3_endpoint_url = Some(format!("http://{}", objects.addr));
+        config.s3.connect_timeout = Duration::from_millis(500);
+        config.s3.attempt_timeout = Duration::from_secs(2);
+        adjust(&mut config);
+        let broker = Self::serve(db, s3, config).await;
+        broker.wait_for_health("", true).await;
+        (
+            broker,
+            Proxies {
+                postgres,
+                s3: objects,
+            },
+        )
     }
 
     /// Starts a broker with exactly `config`, without waiting for health.

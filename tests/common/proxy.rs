@@ -1,11 +1,11 @@
-//! A TCP proxy on loopback that a test can cut and restore, to make a
-//! backend "go down" and "come back" without touching the real server.
+//! A TCP proxy on loopback that a test can cut, hang and restore, to make a
+//! backend "go down", "hang" and "come back" without touching the real server.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
 };
 
@@ -15,9 +15,13 @@ use tokio::{
     task::JoinHandle,
 };
 
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+const HUNG: u8 = 2;
+
 pub struct Proxy {
     pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
+    mode: Arc<AtomicU8>,
     cut: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
@@ -27,32 +31,41 @@ impl Proxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
+        let mode = Arc::new(AtomicU8::new(UP));
         let (cut, _) = watch::channel(0u64);
         let task = {
-            let up = up.clone();
+            let mode = mode.clone();
             let cut = cut.clone();
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
-                        continue; // dropped: connection refused-ish
-                    }
                     let mut cut = cut.subscribe();
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(target).await else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cut.changed() => {}
+                    match mode.load(Ordering::SeqCst) {
+                        DOWN => continue, // dropped at once
+                        HUNG => {
+                            // Accepted, then never answered.
+                            tokio::spawn(async move {
+                                let _ = cut.changed().await;
+                                drop(inbound);
+                            });
                         }
-                    });
+                        _ => {
+                            tokio::spawn(async move {
+                                let Ok(mut outbound) = TcpStream::connect(target).await else {
+                                    return;
+                                };
+                                tokio::select! {
+                                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                    _ = cut.changed() => {}
+                                }
+                            });
+                        }
+                    }
                 }
             })
         };
         Self {
             addr,
-            up,
+            mode,
             cut,
             task,
         }
@@ -60,13 +73,22 @@ impl Proxy {
 
     /// Cuts every open connection and refuses new ones.
     pub fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
+        self.set(DOWN);
     }
 
-    /// Accepts connections again.
+    /// Cuts every open connection; new ones are accepted and never answered.
+    pub fn hang(&self) {
+        self.set(HUNG);
+    }
+
+    /// Forwards again.
     pub fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.set(UP);
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
     }
 }
 
