@@ -25,6 +25,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub resilience: crate::resilience::ResilienceConfig,
 
+    /// TOML access policy (agents, token hashes, grants); without it the broker runs open.
+    #[arg(long, env = "BROKER_POLICY_FILE")]
+    pub policy_file: Option<std::path::PathBuf>,
+
     /// How often the background probes check S3 and PostgreSQL.
     #[arg(long, env = "BROKER_HEALTH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_interval: Duration,

@@ -25,6 +25,12 @@ enum Command {
     /// Check a running broker's gRPC health (exit 0 serving, 2 connection
     /// failure, 3 RPC failure, 4 not serving), like grpc_health_probe.
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Make a new random agent token and print it with its SHA-256 for the policy file.
+    Token {
+        /// Agent name for the printed policy snippet.
+        #[arg(long, default_value = "my-agent")]
+        agent: String,
+    },
 }
 
 #[tokio::main]
@@ -50,6 +56,21 @@ async fn main() -> ExitCode {
             resource_broker::dev::run(args, shutdown::signal()).await
         }
         Command::Healthcheck(args) => return ExitCode::from(healthcheck::run(&args).await),
+        Command::Token { agent } => {
+            let token = resource_broker::auth::token::generate();
+            println!(
+                "token (give to the agent as BROKER_TOKEN; it is not stored anywhere):\n  {token}\n"
+            );
+            println!("policy entry (BROKER_POLICY_FILE):\n");
+            println!("[agents.{agent}]");
+            println!(
+                "token_sha256 = \"{}\"",
+                resource_broker::auth::token::hash(&token)
+            );
+            println!("object_store = {{ access = \"read\", prefixes = [\"incoming/\"] }}");
+            println!("database     = {{ access = \"read\" }}");
+            return ExitCode::SUCCESS;
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 
 use crate::{
+    auth::{self, Auth},
     config::ServeConfig,
     database::Database,
     grpc::{DatabaseService, ObjectStoreService},
@@ -38,6 +39,7 @@ pub struct Backends {
     pub store: S3Store,
     pub db: Database,
     pub shedder: LoadShedder,
+    pub auth: Auth,
 }
 
 impl Backends {
@@ -46,6 +48,7 @@ impl Backends {
         Ok(Self {
             store: S3Store::from_config(&config.s3, &config.resilience).await,
             db: Database::connect(&config.postgres, config.limits.max_rows, &config.resilience)?,
+            auth: Auth::from_file(config.policy_file.as_deref())?,
             shedder: LoadShedder::new(
                 config.resilience.max_in_flight,
                 config.resilience.max_in_flight_per_caller,
@@ -75,6 +78,7 @@ pub async fn serve(
         config.health_interval,
     ));
     background.spawn(health::feed_reporter(health.clone(), reporter));
+    background.spawn(reload_policy_on_sighup(backends.auth.clone()));
 
     let app = router(&backends, health.clone(), health_service)?;
     tracing::info!(addr = %listener.local_addr()?, "broker listening (gRPC and HTTP)");
@@ -136,7 +140,8 @@ pub fn in_process(backends: &Backends) -> InProcess {
 }
 
 /// The cross-cutting layers of every gRPC call, outermost first: request
-/// id, log line and metrics; load shedding; the client's deadline.
+/// id, log line and metrics; authentication and the method's grant; load
+/// shedding; the client's deadline.
 fn with_layers(routes: Routes, backends: &Backends) -> Router {
     routes
         .prepare()
@@ -145,6 +150,10 @@ fn with_layers(routes: Routes, backends: &Backends) -> Router {
         .layer(middleware::from_fn_with_state(
             backends.shedder.clone(),
             load_shed::enforce,
+        ))
+        .layer(middleware::from_fn_with_state(
+            backends.auth.clone(),
+            auth::authenticate,
         ))
         .layer(middleware::from_fn(telemetry::log_requests))
 }
@@ -201,6 +210,20 @@ async fn run(
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(?drain_timeout, "drain timeout reached; closing remaining connections");
+        }
+    }
+}
+
+/// Reloads the access policy on each SIGHUP; open connections stay up.
+async fn reload_policy_on_sighup(auth: Auth) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; the policy will not reload");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if let Err(e) = auth.reload() {
+            tracing::error!(error = %format!("{e:#}"), "policy reload rejected; keeping the current policy");
         }
     }
 }

@@ -21,8 +21,10 @@ async fn every_service_reports_serving() {
 
 #[tokio::test]
 async fn a_backend_that_goes_down_is_not_serving_and_comes_back_by_itself() {
-    let (broker, proxies) =
-        TestBroker::start_behind_proxies(|config| config.resilience.breaker_recovery = Duration::from_secs(1)).await;
+    let (broker, proxies) = TestBroker::start_behind_proxies(|config| {
+        config.resilience.breaker_recovery = Duration::from_secs(1)
+    })
+    .await;
     let proxy = &proxies.postgres;
 
     proxy.down();

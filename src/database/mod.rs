@@ -116,6 +116,7 @@ impl Database {
     /// Runs one write statement.
     pub async fn execute(&self, statement: &Statement) -> Result<ExecuteResult> {
         check_statement(statement)?;
+        check_not_session_control(statement)?;
         self.guard
             .call("Execute", Once, || async {
                 let mut conn = self.connection().await?;
@@ -141,6 +142,7 @@ impl Database {
         }
         for statement in statements {
             check_statement(statement)?;
+            check_not_session_control(statement)?;
         }
         self.guard
             .call("Transaction", Once, || async {
@@ -189,6 +191,57 @@ impl Database {
     }
 }
 
+/// Statements that would change a pooled session for the next caller, or
+/// the broker's own transaction handling.
+const SESSION_CONTROL: &[&str] = &[
+    "SET",
+    "RESET",
+    "DISCARD",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "END",
+    "ROLLBACK",
+    "ABORT",
+    "SAVEPOINT",
+    "RELEASE",
+    "PREPARE",
+    "DEALLOCATE",
+    "LISTEN",
+    "UNLISTEN",
+    "LOAD",
+];
+
+fn check_not_session_control(statement: &Statement) -> Result<()> {
+    let keyword = leading_keyword(&statement.sql).to_ascii_uppercase();
+    if SESSION_CONTROL.contains(&keyword.as_str()) {
+        return Err(DatabaseError::InvalidArgument(format!(
+            "{keyword} statements are not allowed: sessions and transactions are managed by the broker \
+             (use Transaction for several statements)"
+        )));
+    }
+    Ok(())
+}
+
+/// The first word of a statement, after whitespace and comments.
+fn leading_keyword(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(line) = rest.strip_prefix("--") {
+            rest = line.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(block) = rest.strip_prefix("/*") {
+            rest = block.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
 fn check_statement(statement: &Statement) -> Result<()> {
     if statement.sql.trim().is_empty() {
         return Err(DatabaseError::InvalidArgument(
@@ -229,7 +282,9 @@ async fn read_only(conn: &mut Connection<'_>, statement: &Statement, limit: u32)
         .await?;
     let fetch = i32::try_from(limit).unwrap_or(i32::MAX).saturating_add(1);
     let fetched = tx.query_portal(&portal, fetch).await?;
-    tx.commit().await?;
+    // Rolled back, not committed: a read has nothing to keep, and a session
+    // setting the statement changed (set_config(..., false)) is undone with it.
+    tx.rollback().await?;
     let truncated = fetched.len() > limit as usize;
     let mut rows = decode_rows(&prepared, &fetched[..fetched.len().min(limit as usize)])?;
     rows.truncated = truncated;
@@ -342,5 +397,33 @@ fn prefix_statement(error: DatabaseError, index: usize) -> DatabaseError {
         E::ResourceExhausted(m) => E::ResourceExhausted(at(m)),
         E::DeadlineExceeded(m) => E::DeadlineExceeded(at(m)),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_control_is_recognised_past_comments() {
+        assert_eq!(
+            leading_keyword("  -- note\n /* x */ set search_path = x"),
+            "set"
+        );
+        assert_eq!(leading_keyword("INSERT INTO t VALUES (1)"), "INSERT");
+        for sql in [
+            "SET ROLE postgres",
+            "reset all",
+            "/**/BEGIN",
+            "commit",
+            "LISTEN x",
+            "DISCARD ALL",
+        ] {
+            assert!(
+                check_not_session_control(&Statement::new(sql, vec![])).is_err(),
+                "{sql}"
+            );
+        }
+        assert!(check_not_session_control(&Statement::new("UPDATE t SET v = 1", vec![])).is_ok());
     }
 }

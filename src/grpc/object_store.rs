@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::{
+    auth,
     object_store::{ByteRange, ListRequest, NewObject, ObjectStoreError, S3Store},
     proto::{self, object_store_server::ObjectStore},
 };
@@ -31,6 +32,8 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::ListObjectsRequest>,
     ) -> Result<Response<proto::ListObjectsResponse>, Status> {
+        auth::caller(&request)?
+            .check_object(&request.get_ref().bucket, &request.get_ref().prefix)?;
         let request = request.into_inner();
         let page = self
             .store
@@ -51,6 +54,7 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::HeadObjectRequest>,
     ) -> Result<Response<proto::ObjectInfo>, Status> {
+        auth::caller(&request)?.check_object(&request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         let info = self.store.head(&request.bucket, &request.key).await?;
         Ok(Response::new(convert::object_info(info)))
@@ -63,6 +67,7 @@ impl ObjectStore for ObjectStoreService {
         request: Request<proto::GetObjectRequest>,
     ) -> Result<Response<GetObjectStream>, Status> {
         use proto::get_object_response::Part;
+        auth::caller(&request)?.check_object(&request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         let range = match request.range {
             None => None,
@@ -95,6 +100,7 @@ impl ObjectStore for ObjectStoreService {
         request: Request<Streaming<proto::PutObjectRequest>>,
     ) -> Result<Response<proto::PutObjectResponse>, Status> {
         use proto::put_object_request::Part;
+        let caller = auth::caller(&request)?.clone();
         let mut messages = request.into_inner();
         let header = match messages.message().await? {
             Some(proto::PutObjectRequest {
@@ -106,6 +112,7 @@ impl ObjectStore for ObjectStoreService {
                 ));
             }
         };
+        caller.check_object(&header.bucket, &header.key)?;
         let body = messages.map(|message| match message {
             Ok(proto::PutObjectRequest {
                 part: Some(Part::Chunk(chunk)),
@@ -129,6 +136,7 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::DeleteObjectRequest>,
     ) -> Result<Response<proto::DeleteObjectResponse>, Status> {
+        auth::caller(&request)?.check_object(&request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         self.store.delete(&request.bucket, &request.key).await?;
         Ok(Response::new(proto::DeleteObjectResponse {}))

@@ -101,6 +101,14 @@ pub fn validate_key(key: &str) -> Result<()> {
             key.len()
         )));
     }
+    if key
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+    {
+        return Err(ObjectStoreError::InvalidArgument(
+            "key must not contain '.' or '..' path segments".into(),
+        ));
+    }
     if key.chars().any(char::is_control) {
         return Err(ObjectStoreError::InvalidArgument(
             "key must not contain control characters".into(),
@@ -128,6 +136,34 @@ pub fn validate_bucket(bucket: &str) -> Result<()> {
             "{bucket:?} is not a valid bucket name (3-63 lowercase letters, digits, '.' or '-')"
         )))
     }
+}
+
+/// S3's limit on user metadata (names and values together), in bytes.
+pub const MAX_METADATA_BYTES: usize = 2048;
+
+/// Checks user metadata against S3's size limit and HTTP header rules.
+pub fn validate_metadata(metadata: &HashMap<String, String>) -> Result<()> {
+    let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_METADATA_BYTES {
+        return Err(ObjectStoreError::InvalidArgument(format!(
+            "metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}"
+        )));
+    }
+    let header_safe = |s: &str| s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+    let name_safe = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if let Some((name, _)) = metadata
+        .iter()
+        .find(|(k, v)| !name_safe(k) || !header_safe(v))
+    {
+        return Err(ObjectStoreError::InvalidArgument(format!(
+            "metadata {name:?}: names are letters, digits, '-' and '_'; values printable ASCII"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a listing prefix: at most a key's length, no control characters.

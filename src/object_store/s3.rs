@@ -19,7 +19,7 @@ use super::upload::PendingUploads;
 use super::{
     ByteRange, ByteStream, CHUNK_SIZE, DEFAULT_MAX_KEYS, ListRequest, NewObject, ObjectInfo,
     ObjectPage, ObjectReader, ObjectStoreError, PutResult, Result, upload::Upload, validate_bucket,
-    validate_key, validate_prefix,
+    validate_key, validate_metadata, validate_prefix,
 };
 use crate::{
     config::S3Config,
@@ -244,6 +244,7 @@ impl S3Store {
     {
         let bucket = self.bucket(&object.bucket)?.to_owned();
         validate_key(&object.key)?;
+        validate_metadata(&object.metadata)?;
         let NewObject {
             key,
             content_type,

@@ -1,0 +1,195 @@
+//! The access policy: which agent (identified by the SHA-256 of its bearer
+//! token, or by its client certificate's name) may do what. Deny by default.
+//!
+//! ```toml
+//! [agents.extractor]
+//! token_sha256 = "<hex sha-256 of the token>"
+//! object_store = { access = "read", prefixes = ["incoming/"] }   # none | read | write
+//! database     = { access = "read" }                             # none | read | write
+//! ```
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::Deserialize;
+
+/// How much of a service an agent may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    #[default]
+    None,
+    Read,
+    Write,
+}
+
+/// An agent's rights on the object store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectGrant {
+    #[serde(default)]
+    pub access: Access,
+    /// Key prefixes the agent may touch; empty means the whole bucket.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Buckets besides the default one that the agent may name.
+    #[serde(default)]
+    pub buckets: Vec<String>,
+}
+
+/// An agent's rights on the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseGrant {
+    #[serde(default)]
+    pub access: Access,
+}
+
+/// What one agent may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Hex SHA-256 of the agent's token (`broker token` prints it).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub object_store: ObjectGrant,
+    #[serde(default)]
+    pub database: DatabaseGrant,
+}
+
+impl Grant {
+    /// Everything (the broker without a policy file).
+    pub fn everything() -> Self {
+        Self {
+            token_sha256: None,
+            object_store: ObjectGrant {
+                access: Access::Write,
+                prefixes: Vec::new(),
+                buckets: vec!["*".into()],
+            },
+            database: DatabaseGrant {
+                access: Access::Write,
+            },
+        }
+    }
+}
+
+/// The whole policy file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub agents: BTreeMap<String, Grant>,
+}
+
+impl Policy {
+    /// Reads and checks a policy file; every problem names the agent and field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("BROKER_POLICY_FILE {}: {e}", path.display()))?;
+        Self::parse(&text)
+            .map_err(|e| anyhow::anyhow!("BROKER_POLICY_FILE {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let policy: Policy = toml::from_str(text)?;
+        let mut seen = std::collections::HashSet::new();
+        for (name, grant) in &policy.agents {
+            if let Some(hash) = &grant.token_sha256 {
+                let valid = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+                if !valid {
+                    anyhow::bail!(
+                        "agents.{name}.token_sha256 must be 64 hex digits (see `broker token`)"
+                    );
+                }
+                if !seen.insert(hash.to_ascii_lowercase()) {
+                    anyhow::bail!("agents.{name}.token_sha256 is used by another agent too");
+                }
+            }
+            for prefix in &grant.object_store.prefixes {
+                if prefix.is_empty() || prefix.split('/').any(|s| s == ".." || s == ".") {
+                    anyhow::bail!(
+                        "agents.{name}.object_store.prefixes: {prefix:?} is not a valid key prefix"
+                    );
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The agent whose token hashes to `sha256_hex`.
+    pub fn by_token_hash(&self, sha256_hex: &str) -> Option<(&str, &Grant)> {
+        self.agents
+            .iter()
+            .find(|(_, grant)| {
+                grant
+                    .token_sha256
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(sha256_hex))
+            })
+            .map(|(name, grant)| (name.as_str(), grant))
+    }
+
+    /// The agent named `name` (a client certificate's name).
+    pub fn by_name(&self, name: &str) -> Option<&Grant> {
+        self.agents.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn parses_the_documented_layout() {
+        let policy = Policy::parse(&format!(
+            r#"
+            [agents.extractor]
+            token_sha256 = "{HASH}"
+            object_store = {{ access = "read", prefixes = ["incoming/"] }}
+            database = {{ access = "read" }}
+            "#
+        ))
+        .unwrap();
+        let (name, grant) = policy.by_token_hash(&HASH.to_uppercase()).unwrap();
+        assert_eq!(name, "extractor");
+        assert_eq!(grant.object_store.access, Access::Read);
+        assert_eq!(grant.object_store.prefixes, ["incoming/"]);
+        assert_eq!(grant.database.access, Access::Read);
+    }
+
+    #[test]
+    fn rejects_mistakes_with_the_field_named() {
+        for (text, needle) in [
+            (
+                "[agents.a]\ntoken_sha256 = \"abc\"",
+                "agents.a.token_sha256",
+            ),
+            (
+                "[agents.a]\nobject_store = { access = \"admin\" }",
+                "unknown variant",
+            ),
+            (
+                "[agents.a]\ndatabse = { access = \"read\" }",
+                "unknown field",
+            ),
+            (
+                "[agents.a]\nobject_store = { access = \"read\", prefixes = [\"../x\"] }",
+                "prefixes",
+            ),
+        ] {
+            let err = Policy::parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let twice =
+            format!("[agents.a]\ntoken_sha256 = \"{HASH}\"\n[agents.b]\ntoken_sha256 = \"{HASH}\"");
+        assert!(
+            Policy::parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("another agent")
+        );
+    }
+}
