@@ -45,14 +45,10 @@ token_sha256 = "{}"
     )
 }
 
-type Authed = InterceptedService<
-    Channel,
-    Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>,
->;
+type Interceptor = Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>;
+type Authed = InterceptedService<Channel, Interceptor>;
 
-fn bearer(
-    token: Option<&str>,
-) -> Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send> {
+fn bearer(token: Option<&str>) -> Interceptor {
     let value = token.map(|t| format!("Bearer {t}"));
     Box::new(move |mut request: Request<()>| {
         if let Some(value) = &value {
