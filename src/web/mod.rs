@@ -1,10 +1,18 @@
 //! The plain HTTP/1.1 doorway on the gRPC port: the seed's `GET /health`
-//! (for load balancers and unmigrated agents) and a JSON 404 for the rest.
+//! (for load balancers and unmigrated agents), its `POST /call_tool`, and a
+//! JSON 404 for the rest.
 
+pub mod call_tool;
 mod health;
 mod metrics;
 
-use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
 
 use crate::health::Health;
 
@@ -24,6 +32,10 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/health", get(health::handler))
         .route("/metrics", get(metrics::handler))
+        .route(
+            "/call_tool",
+            post(call_tool::handler).layer(DefaultBodyLimit::max(call_tool::MAX_REQUEST_BYTES)),
+        )
         .with_state(state)
 }
 
