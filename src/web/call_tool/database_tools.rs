@@ -10,8 +10,11 @@ use crate::proto::{self, ExecuteRequest, InitSchemaRequest, QueryRequest};
 /// "count", "columns": [{name, type}], "truncated"}`. Read-only: a write is
 /// refused (403) and changes nothing.
 pub async fn query(call: Call, arguments: Option<Value>) -> Result<Value, ToolError> {
-    let tool = "postgres_query";
-    let args = Args::new(tool, arguments, &["query", "params", "max_rows"])?;
+    let args = Args::new(
+        "postgres_query",
+        arguments,
+        &["query", "params", "max_rows"],
+    )?;
     let request = QueryRequest {
         sql: args.required_string("query")?.to_owned(),
         params: args.array("params")?.iter().map(values::param).collect(),
@@ -32,8 +35,7 @@ pub async fn query(call: Call, arguments: Option<Value>) -> Result<Value, ToolEr
 /// `postgres_execute {query, params}` → `{"rows_affected"}`, plus `"rows"`,
 /// `"count"` and `"columns"` when the statement has a RETURNING clause.
 pub async fn execute(call: Call, arguments: Option<Value>) -> Result<Value, ToolError> {
-    let tool = "postgres_execute";
-    let args = Args::new(tool, arguments, &["query", "params"])?;
+    let args = Args::new("postgres_execute", arguments, &["query", "params"])?;
     let request = ExecuteRequest {
         sql: args.required_string("query")?.to_owned(),
         params: args.array("params")?.iter().map(values::param).collect(),

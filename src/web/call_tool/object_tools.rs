@@ -20,9 +20,8 @@ use crate::{
 /// "next_continuation_token"}`. `limit` above S3's page size of 1000 reads
 /// one page of 1000 (S3's own MaxKeys behaviour).
 pub async fn list(call: Call, arguments: Option<Value>) -> Result<Value, ToolError> {
-    let tool = "s3_list_objects";
     let args = Args::new(
-        tool,
+        "s3_list_objects",
         arguments,
         &["prefix", "limit", "continuation_token", "bucket"],
     )?;
@@ -65,8 +64,7 @@ pub async fn list(call: Call, arguments: Option<Value>) -> Result<Value, ToolErr
 /// `"content": null, "content_base64"`. At most [`MAX_OBJECT_BYTES`]: larger
 /// objects are refused with 413 before their body is read.
 pub async fn get(call: Call, arguments: Option<Value>) -> Result<Value, ToolError> {
-    let tool = "s3_get_object";
-    let args = Args::new(tool, arguments, &["key", "bucket"])?;
+    let args = Args::new("s3_get_object", arguments, &["key", "bucket"])?;
     let request = GetObjectRequest {
         bucket: args.string("bucket")?.unwrap_or_default().to_owned(),
         key: args.required_string("key")?.to_owned(),
