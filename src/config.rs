@@ -29,6 +29,15 @@ pub struct ServeConfig {
     #[arg(long, env = "BROKER_POLICY_FILE")]
     pub policy_file: Option<std::path::PathBuf>,
 
+    /// File the audit trail is appended to (JSON lines); without it, audit
+    /// records go to the log under the `audit` target.
+    #[arg(long, env = "BROKER_AUDIT_LOG")]
+    pub audit_log: Option<std::path::PathBuf>,
+
+    /// Hash-chain the audit file so that edits and deletions are detectable.
+    #[arg(long, env = "BROKER_AUDIT_CHAIN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit_chain: bool,
+
     /// How often the background probes check S3 and PostgreSQL.
     #[arg(long, env = "BROKER_HEALTH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_interval: Duration,

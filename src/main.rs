@@ -25,11 +25,25 @@ enum Command {
     /// Check a running broker's gRPC health (exit 0 serving, 2 connection
     /// failure, 3 RPC failure, 4 not serving), like grpc_health_probe.
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Make a new random agent token and print it with its SHA-256 for the policy file.
     Token {
         /// Agent name for the printed policy snippet.
         #[arg(long, default_value = "my-agent")]
         agent: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check a hash-chained audit file; exit 1 at the first broken or edited record.
+    Verify {
+        /// The audit file (BROKER_AUDIT_LOG).
+        file: std::path::PathBuf,
     },
 }
 
@@ -56,6 +70,15 @@ async fn main() -> ExitCode {
             resource_broker::dev::run(args, shutdown::signal()).await
         }
         Command::Healthcheck(args) => return ExitCode::from(healthcheck::run(&args).await),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => match resource_broker::audit::verify(&file) {
+            Ok(count) => {
+                println!("ok: {count} records, chain intact");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => Err(e),
+        },
         Command::Token { agent } => {
             let token = resource_broker::auth::token::generate();
             println!(

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 
 use crate::{
+    audit::AuditLog,
     auth::{self, Auth},
     config::ServeConfig,
     database::Database,
@@ -40,6 +41,7 @@ pub struct Backends {
     pub db: Database,
     pub shedder: LoadShedder,
     pub auth: Auth,
+    pub audit: AuditLog,
 }
 
 impl Backends {
@@ -49,6 +51,10 @@ impl Backends {
             store: S3Store::from_config(&config.s3, &config.resilience).await,
             db: Database::connect(&config.postgres, config.limits.max_rows, &config.resilience)?,
             auth: Auth::from_file(config.policy_file.as_deref())?,
+            audit: match &config.audit_log {
+                Some(path) => AuditLog::open(path, config.audit_chain)?,
+                None => AuditLog::default(),
+            },
             shedder: LoadShedder::new(
                 config.resilience.max_in_flight,
                 config.resilience.max_in_flight_per_caller,
@@ -115,7 +121,10 @@ fn router(
         grpc: in_process(backends),
         db: backends.db.clone(),
     };
-    let web = web::router(state).layer(middleware::from_fn(telemetry::log_requests));
+    let web = web::router(state).layer(middleware::from_fn_with_state(
+        backends.audit.clone(),
+        telemetry::log_requests,
+    ));
     Ok(grpc.merge(web).fallback(web::fallback))
 }
 
@@ -155,7 +164,10 @@ fn with_layers(routes: Routes, backends: &Backends) -> Router {
             backends.auth.clone(),
             auth::authenticate,
         ))
-        .layer(middleware::from_fn(telemetry::log_requests))
+        .layer(middleware::from_fn_with_state(
+            backends.audit.clone(),
+            telemetry::log_requests,
+        ))
 }
 
 /// See [`in_process`].

@@ -625,3 +625,88 @@ async fn raw_http_get(port: u16, path: &str) -> String {
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+#[tokio::test]
+async fn every_call_leaves_a_chained_audit_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy_path, audit_path) = (dir.path().join("policy.toml"), dir.path().join("audit.log"));
+    std::fs::write(&policy_path, policy("read")).unwrap();
+    let broker = TestBroker::start_with(|config| {
+        config.policy_file = Some(policy_path);
+        config.audit_log = Some(audit_path.clone());
+    })
+    .await;
+    let mut writer = store(&broker, Some(WRITER)).await;
+    let mut reader = store(&broker, Some(READER)).await;
+    put(&mut writer, "", "incoming/audited.txt").await.unwrap();
+    assert_eq!(
+        put(&mut reader, "", "incoming/denied.txt")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let mut db = database(&broker, Some(READER)).await;
+    db.query(QueryRequest {
+        sql: "SELECT 'hunter2' AS secret".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let _ = store(&broker, None)
+        .await
+        .head_object(head("incoming/audited.txt"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |agent: &str, method: &str| {
+        records
+            .iter()
+            .find(|r| r["agent"] == agent && r["method"] == method)
+            .unwrap_or_else(|| panic!("no record for {agent} {method} in:\n{text}"))
+    };
+    let put_record = find("writer", "/broker.v1.ObjectStore/PutObject");
+    assert_eq!(put_record["target"], "incoming/audited.txt");
+    assert_eq!(put_record["outcome"], "Ok");
+    assert_eq!(
+        find("reader", "/broker.v1.ObjectStore/PutObject")["outcome"],
+        "PermissionDenied"
+    );
+    let query = find("reader", "/broker.v1.Database/Query");
+    assert!(query["target"].as_str().unwrap().starts_with("sql:SELECT "));
+    assert_eq!(
+        find("unauthenticated", "/broker.v1.ObjectStore/HeadObject")["outcome"],
+        "Unauthenticated"
+    );
+    assert!(
+        !text.contains("hunter2"),
+        "statement text must not reach the audit trail"
+    );
+
+    let verify = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["audit", "verify"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&audit_path);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::write(
+        &audit_path,
+        text.replacen("\"Ok\"", "\"PermissionDenied\"", 1),
+    )
+    .unwrap();
+    let tampered = verify(&audit_path);
+    assert!(!tampered.status.success());
+    assert!(String::from_utf8_lossy(&tampered.stderr).contains("changed"));
+}

@@ -234,6 +234,9 @@ pub async fn authenticate(
         Ok(caller) => caller,
         Err(status) => return status.into_http(),
     };
+    if let Some(facts) = request.extensions().get::<crate::audit::CallFacts>() {
+        facts.set_agent(&caller.agent);
+    }
     if let Some((resource, access)) = requirement(&path)
         && !caller.may(resource, access)
     {

@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
+    audit,
     database::{Database, Statement},
     proto::{self, database_server},
 };
@@ -26,6 +27,7 @@ impl database_server::Database for DatabaseService {
         &self,
         request: Request<proto::QueryRequest>,
     ) -> Result<Response<proto::QueryResponse>, Status> {
+        audit::note_target(&request, || audit::sql_fingerprint(&request.get_ref().sql));
         let request = request.into_inner();
         let statement = Statement {
             sql: request.sql,
@@ -39,6 +41,7 @@ impl database_server::Database for DatabaseService {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
+        audit::note_target(&request, || audit::sql_fingerprint(&request.get_ref().sql));
         let statement = convert::statement(request.into_inner())?;
         let result = self.db.execute(&statement).await?;
         Ok(Response::new(convert::execute_response(result)))
@@ -48,6 +51,14 @@ impl database_server::Database for DatabaseService {
         &self,
         request: Request<proto::TransactionRequest>,
     ) -> Result<Response<proto::TransactionResponse>, Status> {
+        audit::note_target(&request, || {
+            let statements = &request.get_ref().statements;
+            statements
+                .iter()
+                .map(|s| audit::sql_fingerprint(&s.sql))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         let statements = request
             .into_inner()
             .statements

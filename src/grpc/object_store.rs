@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::{
-    auth,
+    audit, auth,
     object_store::{ByteRange, ListRequest, NewObject, ObjectStoreError, S3Store},
     proto::{self, object_store_server::ObjectStore},
 };
@@ -32,8 +32,11 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::ListObjectsRequest>,
     ) -> Result<Response<proto::ListObjectsResponse>, Status> {
-        auth::caller(&request)?
-            .check_object(&request.get_ref().bucket, &request.get_ref().prefix)?;
+        authorize(
+            &request,
+            &request.get_ref().bucket,
+            &request.get_ref().prefix,
+        )?;
         let request = request.into_inner();
         let page = self
             .store
@@ -54,7 +57,7 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::HeadObjectRequest>,
     ) -> Result<Response<proto::ObjectInfo>, Status> {
-        auth::caller(&request)?.check_object(&request.get_ref().bucket, &request.get_ref().key)?;
+        authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         let info = self.store.head(&request.bucket, &request.key).await?;
         Ok(Response::new(convert::object_info(info)))
@@ -67,7 +70,7 @@ impl ObjectStore for ObjectStoreService {
         request: Request<proto::GetObjectRequest>,
     ) -> Result<Response<GetObjectStream>, Status> {
         use proto::get_object_response::Part;
-        auth::caller(&request)?.check_object(&request.get_ref().bucket, &request.get_ref().key)?;
+        authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         let range = match request.range {
             None => None,
@@ -101,6 +104,7 @@ impl ObjectStore for ObjectStoreService {
     ) -> Result<Response<proto::PutObjectResponse>, Status> {
         use proto::put_object_request::Part;
         let caller = auth::caller(&request)?.clone();
+        let facts = request.extensions().get::<audit::CallFacts>().cloned();
         let mut messages = request.into_inner();
         let header = match messages.message().await? {
             Some(proto::PutObjectRequest {
@@ -112,6 +116,9 @@ impl ObjectStore for ObjectStoreService {
                 ));
             }
         };
+        if let Some(facts) = facts {
+            facts.set_target(audit::object_target(&header.bucket, &header.key));
+        }
         caller.check_object(&header.bucket, &header.key)?;
         let body = messages.map(|message| match message {
             Ok(proto::PutObjectRequest {
@@ -136,9 +143,16 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::DeleteObjectRequest>,
     ) -> Result<Response<proto::DeleteObjectResponse>, Status> {
-        auth::caller(&request)?.check_object(&request.get_ref().bucket, &request.get_ref().key)?;
+        authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         self.store.delete(&request.bucket, &request.key).await?;
         Ok(Response::new(proto::DeleteObjectResponse {}))
     }
+}
+
+/// Notes the call's target for the audit trail, then checks it against the
+/// caller's grant: `key` is the key or listing prefix.
+fn authorize<T>(request: &Request<T>, bucket: &str, key: &str) -> Result<(), Status> {
+    audit::note_target(request, || audit::object_target(bucket, key));
+    auth::caller(request)?.check_object(bucket, key)
 }

@@ -10,19 +10,29 @@ use std::{
     time::Instant,
 };
 
-use axum::{body::Body, extract::Request, middleware::Next, response::Response};
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    middleware::Next,
+    response::Response,
+};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Frame, SizeHint};
 use tracing::Instrument;
 
 use super::metrics::{RequestLabels, metrics};
+use crate::audit::{AuditLog, CallFacts};
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Axum middleware: see the module documentation.
-pub async fn log_requests(mut request: Request, next: Next) -> Response {
+/// Axum middleware (with the audit log as state): see the module documentation.
+pub async fn log_requests(
+    State(audit): State<AuditLog>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.uri().path().to_owned();
     let grpc = request
@@ -39,6 +49,9 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         request.headers_mut().insert(REQUEST_ID, value);
     }
     let span = tracing::info_span!("request", request_id = %request_id);
+    let facts = CallFacts::default();
+    request.extensions_mut().insert(facts.clone());
+    let audited = method.starts_with("/broker.v1.");
     metrics().requests_in_flight.inc();
     let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -50,6 +63,7 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         grpc,
         http_status: response.status().as_u16(),
         span,
+        audit: audited.then(|| (audit, facts, request_id)),
         done: false,
     };
     if grpc && let Some(code) = grpc_status(response.headers()) {
@@ -84,6 +98,8 @@ struct Entry {
     grpc: bool,
     http_status: u16,
     span: tracing::Span,
+    /// For broker.v1 calls: where the audit record goes, and what it says.
+    audit: Option<(AuditLog, CallFacts, String)>,
     done: bool,
 }
 
@@ -107,6 +123,9 @@ impl Entry {
             tracing::info!(method = %self.method, grpc_code = %code, duration_ms, "request");
         } else {
             tracing::info!(path = %self.method, http_status = self.http_status, duration_ms, "request");
+        }
+        if let Some((audit, facts, request_id)) = &self.audit {
+            audit.write(facts, request_id, &self.method, &code, duration_ms);
         }
         let labels = RequestLabels {
             method: self.method.clone(),
