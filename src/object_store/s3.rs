@@ -279,8 +279,8 @@ impl S3Store {
                             self.client.clone(),
                             self.guard.clone(),
                             self.uploads.clone(),
-                            &bucket,
-                            &key,
+                            bucket.clone(),
+                            key.clone(),
                             content_type.clone(),
                             metadata.clone(),
                         )

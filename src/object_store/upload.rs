@@ -58,43 +58,51 @@ pub(super) struct Upload {
 }
 
 impl Upload {
+    /// Starts an upload. The start runs in a task of its own: if the caller
+    /// goes away while S3 is creating the upload, the task still receives
+    /// the upload id and drops the [`Upload`], which aborts it, so no upload
+    /// is left behind whatever moment the client chooses to cancel.
     pub(super) async fn start(
         client: Client,
         guard: Guard,
         pending: PendingUploads,
-        bucket: &str,
-        key: &str,
+        bucket: String,
+        key: String,
         content_type: Option<String>,
         metadata: Metadata,
     ) -> Result<Self> {
-        let output = guard
-            .call("CreateMultipartUpload", Once, || {
-                client
-                    .create_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .set_content_type(content_type.clone())
-                    .set_metadata(metadata.clone())
-                    .send()
-                    .map_err(|e| ObjectStoreError::from_sdk(e, bucket, key))
+        let task = tokio::spawn(async move {
+            let output = guard
+                .call("CreateMultipartUpload", Once, || {
+                    client
+                        .create_multipart_upload()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .set_content_type(content_type.clone())
+                        .set_metadata(metadata.clone())
+                        .send()
+                        .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))
+                })
+                .await?;
+            let upload_id = output
+                .upload_id()
+                .ok_or_else(|| ObjectStoreError::Internal("S3 returned no upload id".into()))?
+                .to_owned();
+            tracing::debug!(bucket, key, upload_id, "multipart upload started");
+            pending.insert(&upload_id, &bucket, &key);
+            Ok(Self {
+                client,
+                guard,
+                pending,
+                bucket,
+                key,
+                upload_id,
+                parts: Vec::new(),
+                finished: false,
             })
-            .await?;
-        let upload_id = output
-            .upload_id()
-            .ok_or_else(|| ObjectStoreError::Internal("S3 returned no upload id".into()))?
-            .to_owned();
-        tracing::debug!(bucket, key, upload_id, "multipart upload started");
-        pending.insert(&upload_id, bucket, key);
-        Ok(Self {
-            client,
-            guard,
-            pending,
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            upload_id,
-            parts: Vec::new(),
-            finished: false,
-        })
+        });
+        task.await
+            .map_err(|e| ObjectStoreError::Internal(format!("starting the upload failed: {e}")))?
     }
 
     /// Uploads the next part; on failure the whole upload is aborted.

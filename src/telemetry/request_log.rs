@@ -63,7 +63,7 @@ pub async fn log_requests(
         grpc,
         http_status: response.status().as_u16(),
         span,
-        audit: audited.then(|| (audit, facts, request_id)),
+        audit: audited.then_some((audit, facts, request_id)),
         done: false,
     };
     if grpc && let Some(code) = grpc_status(response.headers()) {
