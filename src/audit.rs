@@ -145,26 +145,34 @@ impl AuditLog {
             return;
         };
         let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
-        if file.chained {
+        let line = if file.chained {
             record.prev = Some(file.last_hash.clone());
-            let hash = chain_hash(&record);
-            record.hash = Some(hash.clone());
+            let (line, hash) = chained_line(&record);
             file.last_hash = hash;
-        }
-        let line = serde_json::to_string(&record).unwrap_or_default();
+            line
+        } else {
+            serde_json::to_string(&record).unwrap_or_default()
+        };
         if let Err(e) = writeln!(file.file, "{line}") {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }
 }
 
-/// The hash of a record: SHA-256 over the previous hash and the record
-/// without its own hash.
-fn chain_hash(record: &Record) -> String {
-    let mut unhashed = record.clone();
-    unhashed.hash = None;
-    let text = serde_json::to_string(&unhashed).unwrap_or_default();
-    hex::encode(Sha256::digest(text.as_bytes()))
+/// A chained record's line and hash. The hash is SHA-256 over the exact
+/// text of the record without its hash (which includes the previous hash),
+/// and is appended as the last field, so verification needs no re-encoding.
+fn chained_line(record: &Record) -> (String, String) {
+    let text = serde_json::to_string(record).unwrap_or_default();
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    let line = format!("{},\"hash\":\"{hash}\"}}", &text[..text.len() - 1]);
+    (line, hash)
+}
+
+/// The text a chained line's hash covers: the line without its hash field.
+fn hashed_text(line: &str) -> Option<&str> {
+    let start = line.rfind(",\"hash\":\"")?;
+    line.ends_with("\"}").then_some(&line[..start])
 }
 
 fn last_hash(path: &Path) -> anyhow::Result<String> {
@@ -202,7 +210,9 @@ pub fn verify(path: &Path) -> anyhow::Result<usize> {
                 "line {n}: the chain is broken (a record before it was deleted or changed)"
             );
         }
-        if chain_hash(&record) != *hash {
+        let text = hashed_text(&line).map(|text| format!("{text}}}"));
+        let computed = text.map(|text| hex::encode(Sha256::digest(text.as_bytes())));
+        if computed.as_deref() != Some(hash.as_str()) {
             anyhow::bail!("line {n}: the record was changed after it was written");
         }
         previous = hash.clone();
