@@ -29,6 +29,19 @@ pub struct ServeConfig {
     #[arg(long, env = "BROKER_POLICY_FILE")]
     pub policy_file: Option<std::path::PathBuf>,
 
+    /// PEM certificate chain: serve TLS (gRPC and HTTP) instead of plaintext.
+    #[arg(long, env = "BROKER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of BROKER_TLS_CERT.
+    #[arg(long, env = "BROKER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA certificates: require client certificates signed by them
+    /// (mutual TLS); a certificate's first DNS name is the agent's identity.
+    #[arg(long, env = "BROKER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
     /// File the audit trail is appended to (JSON lines); without it, audit
     /// records go to the log under the `audit` target.
     #[arg(long, env = "BROKER_AUDIT_LOG")]
@@ -313,6 +326,20 @@ impl ServeConfig {
             config: ServeConfig,
         }
         Ok(<Wrapper as clap::Parser>::try_parse_from(["broker"])?.config)
+    }
+
+    /// The TLS server configuration, when BROKER_TLS_CERT is set.
+    pub fn tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::tls::server_config(cert, key, self.tls_client_ca.as_deref()).map(Some)
+            }
+            (None, None) if self.tls_client_ca.is_some() => {
+                anyhow::bail!("BROKER_TLS_CLIENT_CA needs BROKER_TLS_CERT and BROKER_TLS_KEY")
+            }
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("set both BROKER_TLS_CERT and BROKER_TLS_KEY, or neither"),
+        }
     }
 
     /// Checks everything that clap cannot check alone.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -37,14 +37,65 @@ pub struct HealthcheckArgs {
     /// Time allowed for the check itself.
     #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
     pub rpc_timeout: Duration,
+
+    /// Connect with TLS (system roots unless --tls-ca-cert is given).
+    #[arg(long)]
+    pub tls: bool,
+
+    /// PEM CA certificate(s) to verify the broker with.
+    #[arg(long, requires = "tls")]
+    pub tls_ca_cert: Option<std::path::PathBuf>,
+
+    /// PEM client certificate, for mutual TLS.
+    #[arg(long, requires_all = ["tls", "tls_client_key"])]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+
+    /// PEM key of --tls-client-cert.
+    #[arg(long, requires_all = ["tls", "tls_client_cert"])]
+    pub tls_client_key: Option<std::path::PathBuf>,
+
+    /// Server name to verify (default: the host of --addr).
+    #[arg(long, requires = "tls")]
+    pub tls_server_name: Option<String>,
+}
+
+impl HealthcheckArgs {
+    fn tls_config(&self) -> std::io::Result<Option<ClientTlsConfig>> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let mut config = ClientTlsConfig::new();
+        config = match &self.tls_ca_cert {
+            Some(path) => config.ca_certificate(Certificate::from_pem(std::fs::read(path)?)),
+            None => config.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+            config = config.identity(Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ));
+        }
+        if let Some(name) = &self.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(Some(config))
+    }
 }
 
 /// Runs the check, prints the outcome and returns the exit code.
 pub async fn run(args: &HealthcheckArgs) -> u8 {
+    let scheme = if args.tls { "https" } else { "http" };
     let url = if args.addr.contains("://") {
         args.addr.clone()
     } else {
-        format!("http://{}", args.addr)
+        format!("{scheme}://{}", args.addr)
+    };
+    let tls = match args.tls_config() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: cannot read the TLS files: {e}");
+            return exit::INVALID_ARGUMENTS;
+        }
     };
     let endpoint = match Endpoint::from_shared(url) {
         Ok(endpoint) => endpoint
@@ -54,6 +105,16 @@ pub async fn run(args: &HealthcheckArgs) -> u8 {
             eprintln!("error: invalid address {:?}: {e}", args.addr);
             return exit::INVALID_ARGUMENTS;
         }
+    };
+    let endpoint = match tls {
+        None => endpoint,
+        Some(tls) => match endpoint.tls_config(tls) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                eprintln!("error: invalid TLS settings: {e}");
+                return exit::INVALID_ARGUMENTS;
+            }
+        },
     };
     let channel = match tokio::time::timeout(args.connect_timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
@@ -100,7 +161,17 @@ pub async fn run(args: &HealthcheckArgs) -> u8 {
 /// Rewrites grpc_health_probe's single-dash spellings (`-addr=x`, `-service x`)
 /// into clap's double-dash ones.
 pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    const FLAGS: [&str; 4] = ["addr", "service", "connect-timeout", "rpc-timeout"];
+    const FLAGS: [&str; 9] = [
+        "addr",
+        "service",
+        "connect-timeout",
+        "rpc-timeout",
+        "tls",
+        "tls-ca-cert",
+        "tls-client-cert",
+        "tls-client-key",
+        "tls-server-name",
+    ];
     args.into_iter()
         .map(|arg| {
             let name = arg.strip_prefix('-').filter(|rest| !rest.starts_with('-'));

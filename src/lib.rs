@@ -22,4 +22,5 @@ pub mod resilience;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod web;

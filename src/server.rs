@@ -2,7 +2,7 @@
 //! configuration, mounts gRPC (broker.v1, health, reflection) and plain HTTP
 //! on one listener, and runs until `shutdown` resolves.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, middleware};
 use hyper_util::{
@@ -10,6 +10,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::{net::TcpListener, task::JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tonic::service::Routes;
 use tower::ServiceExt;
 
@@ -17,7 +18,7 @@ use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 
 use crate::{
     audit::AuditLog,
-    auth::{self, Auth},
+    auth::{self, Auth, PeerCertificateName},
     config::ServeConfig,
     database::Database,
     grpc::{DatabaseService, ObjectStoreService},
@@ -72,6 +73,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let tls = config.tls()?;
     let backends = Backends::from_config(&config).await?;
     let health = Health::default();
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -93,7 +95,7 @@ pub async fn serve(
         tracing::info!("shutting down: draining in-flight calls");
         health.set_draining();
     };
-    run(listener, app, shutdown, config.drain_timeout).await;
+    run(listener, app, tls, shutdown, config.drain_timeout).await;
     backends.store.abort_pending_uploads().await;
     background.shutdown().await;
     tracing::info!("broker stopped");
@@ -173,11 +175,13 @@ fn with_layers(routes: Routes, backends: &Backends) -> Router {
 /// See [`in_process`].
 pub type InProcess = Router;
 
-/// Accepts connections (HTTP/1.1 and HTTP/2 on the same port) until
-/// `shutdown`, then lets open connections finish for up to `drain_timeout`.
+/// Accepts connections (HTTP/1.1 and HTTP/2 on the same port, in TLS when
+/// `tls` is set) until `shutdown`, then lets open connections finish for up
+/// to `drain_timeout`.
 async fn run(
     listener: TcpListener,
     app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
@@ -186,6 +190,7 @@ async fn run(
         .http2()
         .adaptive_window(true)
         .max_concurrent_streams(1024);
+    let tls = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -202,17 +207,30 @@ async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let mut request = request.map(Body::new);
-                request.extensions_mut().insert(PeerAddr(peer));
-                app.clone().oneshot(request)
-            });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let (app, builder, tls, watcher) = (
+            app.clone(),
+            builder.clone(),
+            tls.clone(),
+            graceful.watcher(),
+        );
+        // Handshakes happen off the accept loop, so a slow client delays no one.
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let result = match tls {
+                None => serve_connection(&builder, watcher, app, stream, peer, None).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            let name =
+                                crate::tls::peer_name(stream.get_ref().1.peer_certificates());
+                            serve_connection(&builder, watcher, app, stream, peer, name).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -224,6 +242,39 @@ async fn run(
             tracing::warn!(?drain_timeout, "drain timeout reached; closing remaining connections");
         }
     }
+}
+
+/// Longest a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves one connection; every request carries the peer's address and,
+/// with mutual TLS, its certificate's name.
+async fn serve_connection<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    app: Router,
+    stream: IO,
+    peer: std::net::SocketAddr,
+    certificate_name: Option<String>,
+) -> Result<(), ConnectionError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(PeerAddr(peer));
+            if let Some(name) = &certificate_name {
+                request
+                    .extensions_mut()
+                    .insert(PeerCertificateName(name.clone()));
+            }
+            app.clone().oneshot(request)
+        });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    watcher.watch(connection.into_owned()).await
 }
 
 /// Reloads the access policy on each SIGHUP; open connections stay up.

@@ -217,6 +217,16 @@ impl TestBroker {
         )
     }
 
+    /// Starts a broker with fresh backends after `adjust` (for TLS set-ups,
+    /// whose health the plaintext helpers cannot check), without waiting.
+    pub async fn serve_tls(adjust: impl FnOnce(&mut ServeConfig)) -> Self {
+        let db = TestDatabase::create().await;
+        let s3 = TestS3::start().await;
+        let mut config = test_config(&db, &s3);
+        adjust(&mut config);
+        Self::serve(db, s3, config).await
+    }
+
     /// Starts a broker with exactly `config`, without waiting for health.
     pub async fn serve(db: TestDatabase, s3: TestS3, config: ServeConfig) -> Self {
         let listener = TcpListener::bind(config.addr).await.unwrap();

@@ -1,0 +1,61 @@
+//! TLS for the broker's port (rustls): a server certificate, and optionally
+//! mutual TLS, where a client certificate signed by `BROKER_TLS_CLIENT_CA`
+//! is required and its first DNS name is the agent's identity.
+
+use std::{path::Path, sync::Arc};
+
+use rustls::{ServerConfig, server::WebPkiClientVerifier};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+/// Builds the server configuration from PEM files; errors name the variable.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let certs = read_certs(cert, "BROKER_TLS_CERT")?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        anyhow::anyhow!(
+            "BROKER_TLS_KEY {}: no private key found ({e})",
+            key.display()
+        )
+    })?;
+    let builder = ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in read_certs(path, "BROKER_TLS_CLIENT_CA")? {
+                roots
+                    .add(ca)
+                    .map_err(|e| anyhow::anyhow!("BROKER_TLS_CLIENT_CA {}: {e}", path.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| anyhow::anyhow!("BROKER_TLS_CLIENT_CA {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("BROKER_TLS_CERT/BROKER_TLS_KEY do not match: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path, variable: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{variable} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{variable} {}: no certificate found", path.display());
+    }
+    Ok(certs)
+}
+
+/// The identity a verified client certificate presents: its first DNS name.
+pub fn peer_name(certificates: Option<&[CertificateDer<'_>]>) -> Option<String> {
+    let leaf = certificates?.first()?;
+    let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+    cert.valid_dns_names().next().map(str::to_owned)
+}
