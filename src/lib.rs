@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod database;
 pub mod dev;

@@ -222,3 +222,41 @@ async fn bad_tls_settings_stop_start_up_with_the_variable_named() {
     let err = config.tls().unwrap_err().to_string();
     assert!(err.contains("BROKER_TLS_KEY"), "{err}");
 }
+
+#[tokio::test]
+async fn the_client_library_speaks_mutual_tls() {
+    use resource_broker::client::{BrokerClient, ClientOptions};
+    let pki = make_pki();
+    let broker = mtls_broker(&pki).await;
+    let options = ClientOptions {
+        ca_cert: Some(pki.path("ca.pem")),
+        client_cert: Some((pki.path("client.pem"), pki.path("client.key"))),
+        ..ClientOptions::default()
+    };
+    let url = format!("https://localhost:{}", broker.addr.port());
+    let client = BrokerClient::connect(&url, options.clone()).await.unwrap();
+    let err = client.head_object("incoming/none").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "the certificate names the agent: {err}"
+    );
+    assert_eq!(
+        client.head_object("secret/x").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    let wrong_ca = ClientOptions {
+        ca_cert: Some(pki.path("other-ca.pem")),
+        ..options
+    };
+    let client = BrokerClient::connect(&url, wrong_ca).await.unwrap();
+    assert_eq!(
+        client
+            .head_object("incoming/none")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unavailable
+    );
+}
