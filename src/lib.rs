@@ -8,6 +8,7 @@
 //! - [`health`] probes the backends; [`telemetry`] logs requests.
 //! - [`dev`] runs everything locally; [`healthcheck`] is the container probe.
 
+pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod client;
