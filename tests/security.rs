@@ -22,6 +22,7 @@ use tonic::{Code, Request, service::interceptor::InterceptedService, transport::
 const READER: &str = "reader-token-0123456789";
 const WRITER: &str = "writer-token-0123456789";
 const NOBODY: &str = "nobody-token-0123456789";
+const EXPIRED: &str = "expired-token-0123456789";
 
 fn policy(reader_access: &str) -> String {
     format!(
@@ -38,10 +39,16 @@ database = {{ access = "write" }}
 
 [agents.nobody]
 token_sha256 = "{}"
+
+[agents.retired]
+token_sha256 = "{}"
+token_expires = "2020-01-01T00:00:00Z"
+database = {{ access = "read" }}
 "#,
         token::hash(READER),
         token::hash(WRITER),
-        token::hash(NOBODY)
+        token::hash(NOBODY),
+        token::hash(EXPIRED)
     )
 }
 
@@ -109,7 +116,7 @@ async fn put(
 #[tokio::test]
 async fn missing_wrong_and_malformed_tokens_are_unauthenticated() {
     let (broker, _dir) = secured_broker().await;
-    for token in [None, Some("not-a-known-token")] {
+    for token in [None, Some("not-a-known-token"), Some(EXPIRED)] {
         let err = store(&broker, token)
             .await
             .head_object(head("incoming/x"))
@@ -125,6 +132,9 @@ async fn missing_wrong_and_malformed_tokens_are_unauthenticated() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
+        if token == Some(EXPIRED) {
+            assert!(err.message().contains("expired"), "{err:?}");
+        }
     }
     let mut basic =
         ObjectStoreClient::with_interceptor(broker.channel().await, |mut r: Request<()>| {

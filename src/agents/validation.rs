@@ -28,5 +28,9 @@ impl Validation {
 /// Scores `extraction`.
 pub fn validate(extraction: &Extraction) -> Validation {
     let _ = extraction;
-    Validation { score: 0, errors: vec!["validation is not built yet".into()], warnings: vec![] }
+    Validation {
+        score: 0,
+        errors: vec!["validation is not built yet".into()],
+        warnings: vec![],
+    }
 }

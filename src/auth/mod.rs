@@ -191,6 +191,13 @@ impl Auth {
         };
         if let Some(token) = bearer {
             return match policy.by_token_hash(&token::hash(token)) {
+                Some((name, grant))
+                    if grant.token_expires.is_some_and(|t| t <= chrono::Utc::now()) =>
+                {
+                    Err(Status::unauthenticated(format!(
+                        "the token of agent {name:?} expired; make a new one with `broker token`"
+                    )))
+                }
                 Some((name, grant)) => Ok(Caller {
                     agent: name.into(),
                     grant: Arc::new(grant.clone()),

@@ -4,6 +4,7 @@
 //! ```toml
 //! [agents.extractor]
 //! token_sha256 = "<hex sha-256 of the token>"
+//! token_expires = "2027-01-01T00:00:00Z"                        # optional
 //! object_store = { access = "read", prefixes = ["incoming/"] }   # none | read | write
 //! database     = { access = "read" }                             # none | read | write
 //! ```
@@ -51,6 +52,9 @@ pub struct Grant {
     /// Hex SHA-256 of the agent's token (`broker token` prints it).
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// When the token stops being accepted (RFC 3339, UTC or with offset).
+    #[serde(default, deserialize_with = "expiry")]
+    pub token_expires: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default)]
     pub object_store: ObjectGrant,
     #[serde(default)]
@@ -62,6 +66,7 @@ impl Grant {
     pub fn everything() -> Self {
         Self {
             token_sha256: None,
+            token_expires: None,
             object_store: ObjectGrant {
                 access: Access::Write,
                 prefixes: Vec::new(),
@@ -72,6 +77,29 @@ impl Grant {
             },
         }
     }
+}
+
+/// Reads `token_expires` as a quoted RFC 3339 string or a TOML datetime.
+fn expiry<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Quoted(String),
+        Toml(toml::value::Datetime),
+    }
+    let text = match Text::deserialize(deserializer)? {
+        Text::Quoted(text) => text,
+        Text::Toml(datetime) => datetime.to_string(),
+    };
+    chrono::DateTime::parse_from_rfc3339(&text)
+        .map(|t| Some(t.to_utc()))
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "token_expires {text:?} is not an RFC 3339 time with a zone, such as 2027-01-01T00:00:00Z ({e})"
+            ))
+        })
 }
 
 /// The whole policy file.
@@ -158,6 +186,19 @@ mod tests {
         assert_eq!(grant.object_store.access, Access::Read);
         assert_eq!(grant.object_store.prefixes, ["incoming/"]);
         assert_eq!(grant.database.access, Access::Read);
+        assert_eq!(grant.token_expires, None);
+    }
+
+    #[test]
+    fn token_expiry_reads_quoted_and_bare_times() {
+        for line in [
+            "token_expires = \"2027-01-01T01:00:00+01:00\"",
+            "token_expires = 2027-01-01T00:00:00Z",
+        ] {
+            let policy = Policy::parse(&format!("[agents.a]\n{line}")).unwrap();
+            let expires = policy.agents["a"].token_expires.unwrap();
+            assert_eq!(expires.to_rfc3339(), "2027-01-01T00:00:00+00:00", "{line}");
+        }
     }
 
     #[test]
@@ -183,6 +224,10 @@ mod tests {
             let err = Policy::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+        let err = Policy::parse("[agents.a]\ntoken_expires = \"next year\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_expires"), "{err}");
         let twice =
             format!("[agents.a]\ntoken_sha256 = \"{HASH}\"\n[agents.b]\ntoken_sha256 = \"{HASH}\"");
         assert!(

@@ -34,5 +34,7 @@ pub enum ExtractError {
 /// extension.
 pub fn extract(key: &str, content_type: &str, body: &[u8]) -> Result<Extraction, ExtractError> {
     let _ = (key, content_type, body);
-    Err(ExtractError::Unsupported("extraction is not built yet".into()))
+    Err(ExtractError::Unsupported(
+        "extraction is not built yet".into(),
+    ))
 }
