@@ -94,6 +94,16 @@ pub struct PostgresConfig {
     #[arg(long, env = "POSTGRES_PASSWORD_FILE")]
     pub postgres_password_file: Option<std::path::PathBuf>,
 
+    /// AWS Secrets Manager secret holding the database password (its ARN or
+    /// name), fetched at start-up: a plain string, or JSON with a "password"
+    /// field as RDS writes it.
+    #[arg(long, env = "POSTGRES_PASSWORD_SECRET_ARN")]
+    pub postgres_password_secret_arn: Option<String>,
+
+    /// Custom Secrets Manager endpoint (tests, VPC endpoints with private DNS off).
+    #[arg(long, env = "AWS_ENDPOINT_URL_SECRETS_MANAGER")]
+    pub secrets_endpoint_url: Option<String>,
+
     /// Connections the pool keeps open even when idle.
     #[arg(long, env = "BROKER_PG_POOL_MIN", default_value_t = 2)]
     pub pool_min: u32,
@@ -159,6 +169,10 @@ impl PostgresConfig {
     }
 
     fn password(&self) -> anyhow::Result<Option<String>> {
+        if self.postgres_password_secret_arn.is_some() {
+            // Fetched by `crate::secrets::resolve` before the pool is built.
+            anyhow::bail!("POSTGRES_PASSWORD_SECRET_ARN has not been fetched yet");
+        }
         match (&self.postgres_password, &self.postgres_password_file) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, not both")
@@ -186,6 +200,23 @@ impl PostgresConfig {
                 self.pool_max
             );
         }
+        if self.postgres_password_secret_arn.is_some() {
+            if self.database_url.is_some() {
+                anyhow::bail!(
+                    "POSTGRES_PASSWORD_SECRET_ARN goes with the POSTGRES_* variables, not DATABASE_URL"
+                );
+            }
+            if self.postgres_password.is_some() || self.postgres_password_file.is_some() {
+                anyhow::bail!(
+                    "set one of POSTGRES_PASSWORD, POSTGRES_PASSWORD_FILE and POSTGRES_PASSWORD_SECRET_ARN"
+                );
+            }
+            let fetched = Self {
+                postgres_password_secret_arn: None,
+                ..self.clone()
+            };
+            return fetched.connect_config().map(drop);
+        }
         self.connect_config().map(drop)
     }
 }
@@ -207,6 +238,11 @@ impl fmt::Debug for PostgresConfig {
                 &self.postgres_password.as_ref().map(|_| "<redacted>"),
             )
             .field("postgres_password_file", &self.postgres_password_file)
+            .field(
+                "postgres_password_secret_arn",
+                &self.postgres_password_secret_arn,
+            )
+            .field("secrets_endpoint_url", &self.secrets_endpoint_url)
             .field("pool_min", &self.pool_min)
             .field("pool_max", &self.pool_max)
             .field("acquire_timeout", &self.acquire_timeout)

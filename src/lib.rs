@@ -21,6 +21,7 @@ pub mod healthcheck;
 pub mod object_store;
 pub mod proto;
 pub mod resilience;
+pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

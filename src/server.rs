@@ -48,6 +48,7 @@ pub struct Backends {
 impl Backends {
     /// Builds the clients; nothing is contacted yet.
     pub async fn from_config(config: &ServeConfig) -> anyhow::Result<Self> {
+        let config = &crate::secrets::resolve(config).await?;
         Ok(Self {
             store: S3Store::from_config(&config.s3, &config.resilience).await,
             db: Database::connect(&config.postgres, config.limits.max_rows, &config.resilience)?,
