@@ -343,6 +343,15 @@ pub struct LogConfig {
     /// Log format: text for people, json for log collectors.
     #[arg(long, env = "BROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// OTLP/gRPC collector to export traces to (one span per call, joined
+    /// to the caller's trace by its `traceparent` header); unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Service name on exported traces.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "resource-broker")]
+    pub otel_service_name: String,
 }
 
 /// Log line format.

@@ -61,12 +61,18 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(config) => {
-            telemetry::init(config.log.log_format);
-            serve(*config).await
-        }
+        Command::Serve(config) => match telemetry::init(&config.log) {
+            // The guard flushes exported spans when serve returns.
+            Ok(_guard) => serve(*config).await,
+            Err(e) => Err(e),
+        },
         Command::Dev(args) => {
-            telemetry::init(resource_broker::config::LogFormat::Text);
+            let log = resource_broker::config::LogConfig {
+                log_format: resource_broker::config::LogFormat::Text,
+                otlp_endpoint: None,
+                otel_service_name: String::new(),
+            };
+            let _ = telemetry::init(&log);
             resource_broker::dev::run(args, shutdown::signal()).await
         }
         Command::Healthcheck(args) => return ExitCode::from(healthcheck::run(&args).await),

@@ -21,7 +21,10 @@ use http::{HeaderMap, HeaderValue};
 use http_body::{Frame, SizeHint};
 use tracing::Instrument;
 
-use super::metrics::{RequestLabels, metrics};
+use super::{
+    metrics::{RequestLabels, metrics},
+    tracing_export,
+};
 use crate::audit::{AuditLog, CallFacts};
 
 /// The header carrying the request id, both ways.
@@ -48,7 +51,13 @@ pub async fn log_requests(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        otel.name = %method,
+        otel.kind = "server",
+    );
+    tracing_export::join_caller_trace(&span, request.headers());
     let facts = CallFacts::default();
     request.extensions_mut().insert(facts.clone());
     let audited = method.starts_with("/broker.v1.");
