@@ -18,6 +18,7 @@ pub mod dev;
 pub mod grpc;
 pub mod health;
 pub mod healthcheck;
+pub mod loadtest;
 pub mod object_store;
 pub mod proto;
 pub mod resilience;

@@ -36,6 +36,9 @@ enum Command {
         #[arg(long, default_value = "my-agent")]
         agent: String,
     },
+    /// Load the broker on loopback while a backend goes down and comes back;
+    /// print P50, P99, error rate and availability per phase.
+    Loadtest(resource_broker::loadtest::LoadTestArgs),
 }
 
 #[derive(Subcommand)]
@@ -74,6 +77,15 @@ async fn main() -> ExitCode {
             };
             let _ = telemetry::init(&log);
             resource_broker::dev::run(args, shutdown::signal()).await
+        }
+        Command::Loadtest(args) => {
+            let log = resource_broker::config::LogConfig {
+                log_format: resource_broker::config::LogFormat::Text,
+                otlp_endpoint: None,
+                otel_service_name: String::new(),
+            };
+            let _ = telemetry::init(&log);
+            resource_broker::loadtest::run(args).await.map(drop)
         }
         Command::Healthcheck(args) => return ExitCode::from(healthcheck::run(&args).await),
         Command::Audit {

@@ -43,6 +43,7 @@ pub const MAX_TRANSACTION_STATEMENTS: usize = 1000;
 pub struct Database {
     pool: PgPool,
     pool_max: u32,
+    connect_failures: pool::ConnectFailures,
     max_rows: u32,
     guard: Guard,
 }
@@ -55,19 +56,25 @@ impl Database {
         max_rows: u32,
         resilience: &ResilienceConfig,
     ) -> anyhow::Result<Self> {
-        let manager = pool::Manager::new(config.connect_config()?);
+        let connect_failures = pool::ConnectFailures::default();
+        let manager = pool::Manager::new(
+            config.connect_config()?,
+            config.test_on_checkout,
+            connect_failures.clone(),
+        );
         let pool = Pool::builder()
             .min_idle(Some(config.pool_min))
             .max_size(config.pool_max)
             .connection_timeout(config.acquire_timeout)
             .idle_timeout(Some(config.idle_timeout))
             .max_lifetime(Some(config.max_lifetime))
-            .test_on_check_out(config.test_on_checkout)
+            .test_on_check_out(true)
             .retry_connection(false)
             .build_unchecked(manager);
         Ok(Self {
             pool,
             pool_max: config.pool_max,
+            connect_failures,
             max_rows,
             guard: Guard::new("postgresql", resilience),
         })
@@ -76,11 +83,18 @@ impl Database {
     /// A pooled connection, timed for the metrics.
     async fn connection(&self) -> Result<Connection<'_>> {
         let started = std::time::Instant::now();
-        let result = self.pool.get().await;
+        // Waiting for a connection ends early if opening one fails: the
+        // database is unreachable, and the caller learns it now.
+        let failed = self.connect_failures.next();
+        let result = tokio::select! {
+            biased;
+            result = self.pool.get() => result.map_err(DatabaseError::from),
+            () = failed => Err(DatabaseError::Unavailable("cannot connect to the database".into())),
+        };
         metrics()
             .pool_acquire_duration
             .observe(started.elapsed().as_secs_f64());
-        if matches!(result, Err(bb8::RunError::TimedOut)) {
+        if matches!(result, Err(DatabaseError::PoolTimeout)) {
             metrics().pool_acquire_timeouts.inc();
         }
         Ok(result?)

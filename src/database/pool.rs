@@ -43,14 +43,41 @@ impl PgConnection {
     }
 }
 
+/// Tells callers waiting for a connection that opening one just failed, so
+/// that they fail at once instead of waiting out the acquire timeout while
+/// the database is down.
+#[derive(Clone, Default)]
+pub struct ConnectFailures(Arc<tokio::sync::Notify>);
+
+impl ConnectFailures {
+    /// Resolves at the next failed connection attempt.
+    pub fn next(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.notified()
+    }
+
+    fn failed(&self) {
+        self.0.notify_waiters();
+    }
+}
+
 /// Opens connections with a fixed configuration.
 pub struct Manager {
     config: Config,
+    round_trip_on_checkout: bool,
+    failures: ConnectFailures,
 }
 
 impl Manager {
-    pub fn new(config: Config) -> Self {
-        Self { config }
+    /// bb8 checks every connection on checkout: a connection whose socket
+    /// has closed (the server restarted, the network cut it while it sat
+    /// idle) is always discarded there, for free; with
+    /// `round_trip_on_checkout` the check also sends an empty query.
+    pub fn new(config: Config, round_trip_on_checkout: bool, failures: ConnectFailures) -> Self {
+        Self {
+            config,
+            round_trip_on_checkout,
+            failures,
+        }
     }
 }
 
@@ -59,7 +86,10 @@ impl bb8::ManageConnection for Manager {
     type Error = tokio_postgres::Error;
 
     async fn connect(&self) -> Result<PgConnection, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
+        let (client, connection) = self.config.connect(NoTls).await.inspect_err(|e| {
+            tracing::debug!(error = %e, "cannot open a database connection");
+            self.failures.failed();
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "database connection closed with an error");
@@ -72,7 +102,12 @@ impl bb8::ManageConnection for Manager {
     }
 
     async fn is_valid(&self, conn: &mut PgConnection) -> Result<(), tokio_postgres::Error> {
-        conn.client.simple_query("").await.map(drop)
+        if conn.client.is_closed() || self.round_trip_on_checkout {
+            // On a closed client this fails at once without I/O.
+            conn.client.simple_query("").await.map(drop)
+        } else {
+            Ok(())
+        }
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {

@@ -4,6 +4,7 @@
 //! the same [`crate::server::serve`] as production. The pieces are public so
 //! that the integration tests stand on exactly the same ground.
 
+pub mod fault_proxy;
 pub mod postgres;
 pub mod s3_server;
 

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-pub mod proxy;
+pub use resource_broker::dev::fault_proxy as proxy;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -188,14 +188,16 @@ impl TestBroker {
             .parse::<tokio_postgres::Config>()
             .unwrap()
             .get_ports()[0];
-        let postgres = proxy::Proxy::start(([127, 0, 0, 1], pg_port).into()).await;
+        let postgres = proxy::Proxy::start(([127, 0, 0, 1], pg_port).into())
+            .await
+            .unwrap();
         let s3_addr: SocketAddr = s3
             .server
             .endpoint
             .trim_start_matches("http://")
             .parse()
             .unwrap();
-        let objects = proxy::Proxy::start(s3_addr).await;
+        let objects = proxy::Proxy::start(s3_addr).await.unwrap();
         let mut config = test_config(&db, &s3);
         config.postgres.database_url = Some(db.url.replace(
             &format!(":{pg_port}/"),

@@ -1,5 +1,7 @@
-//! A TCP proxy on loopback that a test can cut, hang and restore, to make a
-//! backend "go down", "hang" and "come back" without touching the real server.
+//! A TCP proxy on loopback that can be cut, hung and restored, to make a
+//! backend "go down", "hang" and "come back" without touching the real
+//! server: the fault tests and `broker loadtest` put it in front of
+//! PostgreSQL or S3.
 
 use std::{
     net::SocketAddr,
@@ -28,9 +30,9 @@ pub struct Proxy {
 
 impl Proxy {
     /// Forwards 127.0.0.1:<random> to `target`.
-    pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    pub async fn start(target: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let mode = Arc::new(AtomicU8::new(UP));
         let (cut, _) = watch::channel(0u64);
         let task = {
@@ -63,12 +65,12 @@ impl Proxy {
                 }
             })
         };
-        Self {
+        Ok(Self {
             addr,
             mode,
             cut,
             task,
-        }
+        })
     }
 
     /// Cuts every open connection and refuses new ones.
