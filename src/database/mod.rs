@@ -97,7 +97,7 @@ impl Database {
         if matches!(result, Err(DatabaseError::PoolTimeout)) {
             metrics().pool_acquire_timeouts.inc();
         }
-        Ok(result?)
+        result
     }
 
     /// The row cap applied when a Query asks for 0 rows.
