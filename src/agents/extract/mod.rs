@@ -1,6 +1,11 @@
 //! Extraction of a document's content: PDF (text per page, metadata,
-//! tables) and CSV (columns, inferred types, records, statistics).
-//! Pure functions over bytes: the extractor agent fetches the object.
+//! tables, invoice-like fields) and CSV (columns, inferred types, records,
+//! statistics). Pure functions over bytes: the extractor agent fetches the
+//! object through the broker.
+
+mod csv;
+mod pdf;
+pub mod samples;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +17,17 @@ pub enum DocumentType {
     Csv,
 }
 
+impl DocumentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pdf => "pdf",
+            Self::Csv => "csv",
+        }
+    }
+}
+
 /// What extraction found: `data` is the JSON stored in
-/// `documents.extracted_data`.
+/// `documents.extracted_data` (shapes in [`pdf`] and [`csv`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Extraction {
     pub document_type: DocumentType,
@@ -21,7 +35,7 @@ pub struct Extraction {
 }
 
 /// Why a document could not be extracted; the message is what the task and
-/// the `documents.error_message` show.
+/// `documents.error_message` show.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("unsupported document type: {0}")]
@@ -30,11 +44,79 @@ pub enum ExtractError {
     Corrupt(String),
 }
 
-/// Extracts `body`; the type comes from `content_type`, else from the key's
-/// extension.
+/// Extracts `body`. The type comes from the content itself (`%PDF-`), then
+/// `content_type`, then the key's extension.
 pub fn extract(key: &str, content_type: &str, body: &[u8]) -> Result<Extraction, ExtractError> {
-    let _ = (key, content_type, body);
-    Err(ExtractError::Unsupported(
-        "extraction is not built yet".into(),
-    ))
+    let kind = detect(key, content_type, body)?;
+    let data = match kind {
+        DocumentType::Pdf => pdf::extract(body)?,
+        DocumentType::Csv => csv::extract(body)?,
+    };
+    Ok(Extraction {
+        document_type: kind,
+        data,
+    })
+}
+
+fn detect(key: &str, content_type: &str, body: &[u8]) -> Result<DocumentType, ExtractError> {
+    if body.starts_with(b"%PDF-") {
+        return Ok(DocumentType::Pdf);
+    }
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/pdf" => return Ok(DocumentType::Pdf),
+        "text/csv"
+        | "application/csv"
+        | "application/vnd.ms-excel"
+        | "text/tab-separated-values" => {
+            return Ok(DocumentType::Csv);
+        }
+        _ => {}
+    }
+    let extension = key
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match extension.as_str() {
+        "pdf" => Ok(DocumentType::Pdf),
+        "csv" | "tsv" => Ok(DocumentType::Csv),
+        _ => Err(ExtractError::Unsupported(format!(
+            "{key:?} ({}) is neither a PDF nor a CSV file",
+            if media.is_empty() {
+                "no content type"
+            } else {
+                media.as_str()
+            }
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_type_comes_from_content_then_headers_then_extension() {
+        assert_eq!(detect("a.bin", "", b"%PDF-1.5").unwrap(), DocumentType::Pdf);
+        assert_eq!(
+            detect("a", "text/csv; charset=utf-8", b"a,b").unwrap(),
+            DocumentType::Csv
+        );
+        assert_eq!(
+            detect("x/report.CSV", "application/octet-stream", b"a").unwrap(),
+            DocumentType::Csv
+        );
+        let err = detect("photo.png", "image/png", b"\x89PNG")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("image/png") && err.contains("photo.png"),
+            "{err}"
+        );
+    }
 }
