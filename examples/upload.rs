@@ -24,17 +24,30 @@ struct Args {
     #[arg(long)]
     content_type: Option<String>,
     /// The orchestrator agent; `--orchestrator none` only uploads.
-    #[arg(long, env = "ORCHESTRATOR_URL", default_value = "http://localhost:8001")]
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_URL",
+        default_value = "http://localhost:8001"
+    )]
     orchestrator: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let name = args.file.file_name().and_then(|n| n.to_str()).unwrap_or("upload").to_owned();
+    let name = args
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("upload")
+        .to_owned();
     let key = args.key.unwrap_or_else(|| format!("incoming/{name}"));
     let content_type = args.content_type.unwrap_or_else(|| {
-        match name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).as_deref() {
+        match name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .as_deref()
+        {
             Some("pdf") => "application/pdf",
             Some("csv") => "text/csv",
             _ => "application/octet-stream",
@@ -50,7 +63,12 @@ async fn main() -> anyhow::Result<()> {
     bar.set_message(format!("uploading {key}"));
     let progress = bar.clone();
     let put = broker
-        .put_file(&key, &args.file, PutOptions::content_type(content_type), move |p| progress.set_position(p.sent))
+        .put_file(
+            &key,
+            &args.file,
+            PutOptions::content_type(content_type),
+            move |p| progress.set_position(p.sent),
+        )
         .await?;
     bar.finish_with_message(format!("uploaded {key}"));
     println!("{} bytes, etag {}", put.size, put.etag);
@@ -60,7 +78,10 @@ async fn main() -> anyhow::Result<()> {
 
     let http = reqwest::Client::new();
     let call = |method: &'static str, params: Value| {
-        let (http, url) = (http.clone(), format!("{}/message", args.orchestrator.trim_end_matches('/')));
+        let (http, url) = (
+            http.clone(),
+            format!("{}/message", args.orchestrator.trim_end_matches('/')),
+        );
         async move {
             let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
             let reply: Value = http.post(url).json(&body).send().await?.json().await?;

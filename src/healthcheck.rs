@@ -57,6 +57,11 @@ pub struct HealthcheckArgs {
     /// Server name to verify (default: the host of --addr).
     #[arg(long, requires = "tls")]
     pub tls_server_name: Option<String>,
+
+    /// Check plain HTTP instead of gRPC: GET this path (e.g. `/health` on an
+    /// agent); 2xx is serving. Lets the one image health-check every process.
+    #[arg(long, conflicts_with_all = ["tls", "service"])]
+    pub http_path: Option<String>,
 }
 
 impl HealthcheckArgs {
@@ -84,6 +89,9 @@ impl HealthcheckArgs {
 
 /// Runs the check, prints the outcome and returns the exit code.
 pub async fn run(args: &HealthcheckArgs) -> u8 {
+    if let Some(path) = &args.http_path {
+        return http_check(args, path).await;
+    }
     let scheme = if args.tls { "https" } else { "http" };
     let url = if args.addr.contains("://") {
         args.addr.clone()
@@ -153,6 +161,39 @@ pub async fn run(args: &HealthcheckArgs) -> u8 {
                 status.code(),
                 status.message()
             );
+            exit::RPC_FAILURE
+        }
+    }
+}
+
+async fn http_check(args: &HealthcheckArgs, path: &str) -> u8 {
+    let url = format!("http://{}/{}", args.addr, path.trim_start_matches('/'));
+    let client = match reqwest::Client::builder()
+        .connect_timeout(args.connect_timeout)
+        .timeout(args.connect_timeout + args.rpc_timeout)
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID_ARGUMENTS;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => {
+            println!("status: SERVING ({url} answered {})", response.status());
+            exit::SERVING
+        }
+        Ok(response) => {
+            println!("service unhealthy ({url} answered {})", response.status());
+            exit::NOT_SERVING
+        }
+        Err(e) if e.is_connect() || e.is_timeout() => {
+            eprintln!("error: failed to connect to {url}: {e}");
+            exit::CONNECTION_FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {url}: {e}");
             exit::RPC_FAILURE
         }
     }

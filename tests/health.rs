@@ -177,8 +177,25 @@ async fn healthcheck_exit_codes_match_grpc_health_probe() {
     );
     assert_eq!(check(vec!["--bogus".into()]).await.unwrap(), 1);
 
+    // Plain HTTP, for agents and the seed's /health.
+    let http = |path: &str| {
+        check(vec![
+            "--addr".into(),
+            addr.clone(),
+            "--http-path".into(),
+            path.into(),
+        ])
+    };
+    assert_eq!(http("/health").await.unwrap(), 0);
+    assert_eq!(http("/nothing-here").await.unwrap(), 4);
+
     proxy.down();
     broker.wait_for_health("broker.v1.Database", false).await;
+    assert_eq!(
+        http("/health").await.unwrap(),
+        4,
+        "/health is 503 with a backend down"
+    );
     assert_eq!(
         check(vec![
             "--addr".into(),
