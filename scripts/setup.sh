@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not yet here; safe to run again.
 #   - rustfmt and clippy
-#   - .venv with grpcurl and grpcio (interop tests), from tests/interop/requirements.txt
+#   - .venv with grpcurl and grpcio (interop tests) and the deploy linters
+#     (hadolint, cfn-lint, shellcheck, botocore), from tests/interop/requirements.txt
+#   - docker-compose (Debian's, to validate docker-compose.yml; no engine needed)
 #   - PostgreSQL server binaries, only when no server answers on 127.0.0.1:5432
 #     and none are installed (the tests then start a private cluster)
 set -euo pipefail
@@ -26,6 +28,19 @@ if [ ! -f "${stamp}" ] || ! cmp -s "${requirements}" "${stamp}"; then
   log "installing Python packages from ${requirements}"
   .venv/bin/pip install --quiet --disable-pip-version-check -r "${requirements}"
   cp "${requirements}" "${stamp}"
+fi
+
+if ! command -v docker-compose >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing docker-compose (apt-get install docker-compose)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null 2>&1 || {
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null
+    }
+  else
+    log "docker-compose is missing (needed by scripts/check-deploy.sh): install it"
+    exit 1
+  fi
 fi
 
 postgres_answers() {

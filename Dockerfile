@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# One image for the broker and the three agents.
+#   docker build -t resource-broker .
+#   docker run -p 8000:8000 -e S3_BUCKET=... -e POSTGRES_HOST=... resource-broker          # broker serve
+#   docker run resource-broker orchestrator                                                # an agent
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, against stub sources, so that this layer is reused
+# until Cargo.toml or Cargo.lock change.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
+RUN mkdir -p src/bin \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && for agent in orchestrator extractor archivist; do echo 'fn main() {}' > "src/bin/${agent}.rs"; done \
+    && cargo build --release --locked --bins \
+    && rm -rf src
+# Then the real sources.
+COPY src ./src
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --bins \
+    && mkdir -p /out \
+    && cp target/release/broker target/release/orchestrator target/release/extractor target/release/archivist /out/
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin broker
+COPY --from=build /out/ /usr/local/bin/
+USER 10001
+ENV BROKER_ADDR=0.0.0.0:8000 \
+    BROKER_LOG_FORMAT=json
+EXPOSE 8000
+# grpc.health.v1 with grpc_health_probe's exit codes; agents override it
+# with `broker healthcheck --addr 127.0.0.1:PORT --http-path /health`.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["broker", "healthcheck", "--addr", "127.0.0.1:8000"]
+# Exec form: the process is PID 1 and receives SIGTERM itself (graceful drain).
+CMD ["broker", "serve"]

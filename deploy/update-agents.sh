@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Points the agents at the broker (BROKER_URL) and redeploys them.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
+
+usage() {
+  cat <<USAGE
+Usage: deploy/update-agents.sh [options]
+
+For each agent service (orchestrator, extractor, archivist): registers a new
+revision of its task definition with BROKER_URL set (MCP_SERVER_URL removed,
+as BROKER_URL replaces it), updates the service to it, and waits until all
+are stable. The revisions replaced are kept for rollback.sh --option 1.
+
+  --url URL          broker URL (default: http://mcp-server.ca-a2a.local:8000)
+  --services "A B"   agent services (default: "orchestrator extractor archivist")
+  --region REGION    AWS region (default: \$AWS_REGION or eu-west-3)
+  --profile NAME     AWS CLI profile
+  --cluster NAME     ECS cluster (default: ca-a2a-cluster)
+  --dry-run          print every AWS call instead of running it
+  -h, --help         this help
+USAGE
+}
+
+URL="http://mcp-server.ca-a2a.local:8000"
+while [ $# -gt 0 ]; do
+  if common_option "$@"; then shift "$SHIFT_BY"; continue; fi
+  case "$1" in
+    --url) URL="${2:?--url needs a value}"; shift 2 ;;
+    --services) read -r -a AGENTS <<<"${2:?--services needs a list}"; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option $1" ;;
+  esac
+done
+
+for service in "${AGENTS[@]}"; do
+  log "$service: BROKER_URL=$URL"
+  arn="$(new_revision_with_url "$service" "$URL")"
+  awscli ecs update-service --cluster "$CLUSTER" --service "$service" \
+    --task-definition "$arn" --force-new-deployment >/dev/null
+done
+log "waiting for ${AGENTS[*]} to be stable"
+awscli ecs wait services-stable --cluster "$CLUSTER" --services "${AGENTS[@]}"
+log "agents use the broker at $URL"
