@@ -59,6 +59,12 @@ pub struct ServeConfig {
     #[arg(long, env = "BROKER_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Browser origins allowed to call /mcp (comma-separated); requests
+    /// with any other Origin header are refused (DNS-rebinding protection).
+    /// MCP clients that are not browsers send no Origin and are unaffected.
+    #[arg(long, env = "BROKER_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub mcp_allowed_origins: Vec<String>,
+
     #[command(flatten)]
     pub log: LogConfig,
 }
@@ -362,6 +368,15 @@ pub enum LogFormat {
 }
 
 impl ServeConfig {
+    /// The database name the broker serves (for MCP resource URIs).
+    pub fn database_name(&self) -> String {
+        self.postgres
+            .connect_config()
+            .ok()
+            .and_then(|c| c.get_dbname().map(str::to_owned))
+            .unwrap_or_else(|| self.postgres.postgres_db.clone())
+    }
+
     /// The configuration that flags' defaults and the environment give,
     /// for callers that then override fields (`broker dev`, tests).
     pub fn from_env() -> anyhow::Result<Self> {

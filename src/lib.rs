@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod health;
 pub mod healthcheck;
 pub mod loadtest;
+pub mod mcp;
 pub mod object_store;
 pub mod proto;
 pub mod resilience;

@@ -36,6 +36,10 @@ enum Command {
         #[arg(long, default_value = "my-agent")]
         agent: String,
     },
+    /// Serve the MCP tools over stdin/stdout (for desktop MCP clients that
+    /// launch servers), against the backends the environment configures.
+    /// BROKER_TOKEN identifies the caller when a policy file is set.
+    McpStdio(Box<ServeConfig>),
     /// Load the broker on loopback while a backend goes down and comes back;
     /// print P50, P99, error rate and availability per phase.
     Loadtest(resource_broker::loadtest::LoadTestArgs),
@@ -77,6 +81,10 @@ async fn main() -> ExitCode {
             };
             let _ = telemetry::init(&log);
             resource_broker::dev::run(args, shutdown::signal()).await
+        }
+        Command::McpStdio(config) => {
+            telemetry::init_stderr();
+            mcp_stdio(*config).await
         }
         Command::Loadtest(args) => {
             let log = resource_broker::config::LogConfig {
@@ -120,6 +128,20 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn mcp_stdio(config: ServeConfig) -> anyhow::Result<()> {
+    config.validate()?;
+    let backends = resource_broker::server::Backends::from_config(&config).await?;
+    let token = std::env::var("BROKER_TOKEN").ok().filter(|t| !t.is_empty());
+    let server = resource_broker::mcp::BrokerMcp::new(
+        resource_broker::server::in_process(&backends),
+        backends.auth.clone(),
+        config.database_name(),
+        config.s3.bucket().to_owned(),
+    )
+    .with_token(token.as_deref())?;
+    resource_broker::mcp::serve_stdio(server).await
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {

@@ -89,7 +89,18 @@ pub async fn serve(
     background.spawn(health::feed_reporter(health.clone(), reporter));
     background.spawn(reload_policy_on_sighup(backends.auth.clone()));
 
-    let app = router(&backends, health.clone(), health_service)?;
+    let mcp = crate::mcp::BrokerMcp::new(
+        in_process(&backends),
+        backends.auth.clone(),
+        config.database_name(),
+        config.s3.bucket().to_owned(),
+    );
+    let app = router(&backends, health.clone(), health_service)?.merge(
+        crate::mcp::router(mcp, &config.mcp_allowed_origins).layer(middleware::from_fn_with_state(
+            backends.audit.clone(),
+            telemetry::log_requests,
+        )),
+    );
     tracing::info!(addr = %listener.local_addr()?, "broker listening (gRPC and HTTP)");
     let shutdown = async {
         shutdown.await;

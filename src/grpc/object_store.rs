@@ -33,6 +33,7 @@ impl ObjectStore for ObjectStoreService {
         request: Request<proto::ListObjectsRequest>,
     ) -> Result<Response<proto::ListObjectsResponse>, Status> {
         authorize(
+            self.store.default_bucket(),
             &request,
             &request.get_ref().bucket,
             &request.get_ref().prefix,
@@ -57,7 +58,12 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::HeadObjectRequest>,
     ) -> Result<Response<proto::ObjectInfo>, Status> {
-        authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
+        authorize(
+            self.store.default_bucket(),
+            &request,
+            &request.get_ref().bucket,
+            &request.get_ref().key,
+        )?;
         let request = request.into_inner();
         let info = self.store.head(&request.bucket, &request.key).await?;
         Ok(Response::new(convert::object_info(info)))
@@ -70,7 +76,12 @@ impl ObjectStore for ObjectStoreService {
         request: Request<proto::GetObjectRequest>,
     ) -> Result<Response<GetObjectStream>, Status> {
         use proto::get_object_response::Part;
-        authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
+        authorize(
+            self.store.default_bucket(),
+            &request,
+            &request.get_ref().bucket,
+            &request.get_ref().key,
+        )?;
         let request = request.into_inner();
         let range = match request.range {
             None => None,
@@ -119,7 +130,10 @@ impl ObjectStore for ObjectStoreService {
         if let Some(facts) = facts {
             facts.set_target(audit::object_target(&header.bucket, &header.key));
         }
-        caller.check_object(&header.bucket, &header.key)?;
+        caller.check_object(
+            other_bucket(self.store.default_bucket(), &header.bucket),
+            &header.key,
+        )?;
         let body = messages.map(|message| match message {
             Ok(proto::PutObjectRequest {
                 part: Some(Part::Chunk(chunk)),
@@ -143,7 +157,12 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::DeleteObjectRequest>,
     ) -> Result<Response<proto::DeleteObjectResponse>, Status> {
-        authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
+        authorize(
+            self.store.default_bucket(),
+            &request,
+            &request.get_ref().bucket,
+            &request.get_ref().key,
+        )?;
         let request = request.into_inner();
         self.store.delete(&request.bucket, &request.key).await?;
         Ok(Response::new(proto::DeleteObjectResponse {}))
@@ -152,7 +171,18 @@ impl ObjectStore for ObjectStoreService {
 
 /// Notes the call's target for the audit trail, then checks it against the
 /// caller's grant: `key` is the key or listing prefix.
-fn authorize<T>(request: &Request<T>, bucket: &str, key: &str) -> Result<(), Status> {
+fn authorize<T>(
+    default_bucket: &str,
+    request: &Request<T>,
+    bucket: &str,
+    key: &str,
+) -> Result<(), Status> {
     audit::note_target(request, || audit::object_target(bucket, key));
-    auth::caller(request)?.check_object(bucket, key)
+    auth::caller(request)?.check_object(other_bucket(default_bucket, bucket), key)
+}
+
+/// The bucket a request names, or "" when it names the default one: naming
+/// the default bucket explicitly needs no extra grant.
+fn other_bucket<'a>(default_bucket: &str, bucket: &'a str) -> &'a str {
+    if bucket == default_bucket { "" } else { bucket }
 }

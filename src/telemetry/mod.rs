@@ -45,3 +45,12 @@ pub fn init(config: &LogConfig) -> anyhow::Result<Option<TracingGuard>> {
     }
     Ok(guard)
 }
+
+/// Logs to stderr only, for `broker mcp-stdio`, whose stdout is the protocol.
+pub fn init_stderr() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .try_init();
+}

@@ -36,7 +36,7 @@ pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_REQUEST_BYTES: usize = MAX_OBJECT_BYTES / 3 * 4 + 1024 * 1024;
 
 /// The tools, by their seed names.
-const TOOLS: [&str; 7] = [
+pub const TOOLS: [&str; 7] = [
     "s3_list_objects",
     "s3_get_object",
     "s3_put_object",
@@ -47,7 +47,7 @@ const TOOLS: [&str; 7] = [
 ];
 
 /// HTTP headers passed on to the gRPC services.
-const FORWARDED_HEADERS: [&str; 2] = ["authorization", "x-request-id"];
+pub const FORWARDED_HEADERS: [&str; 2] = ["authorization", "x-request-id"];
 
 /// Runs one tool call: 200 with the tool's result, or 4xx/5xx with `{"error"}`.
 pub async fn handler(
@@ -60,8 +60,20 @@ pub async fn handler(
         message: rejection.body_text(),
     })?;
     let (tool, arguments) = parse(&body)?;
-    let call = Call::new(state.grpc, &headers);
-    let result = match tool.as_str() {
+    Ok(Json(run(state.grpc, &headers, &tool, arguments).await?))
+}
+
+/// Runs one tool as a client of the in-process gRPC services, with the
+/// caller's `authorization` and `x-request-id` headers. Shared by
+/// `/call_tool` and the MCP endpoint.
+pub async fn run(
+    grpc: InProcess,
+    headers: &HeaderMap,
+    tool: &str,
+    arguments: Option<Value>,
+) -> Result<Value, ToolError> {
+    let call = Call::new(grpc, headers);
+    match tool {
         "s3_list_objects" => object_tools::list(call, arguments).await,
         "s3_get_object" => object_tools::get(call, arguments).await,
         "s3_put_object" => object_tools::put(call, arguments).await,
@@ -73,8 +85,7 @@ pub async fn handler(
             "unknown tool '{other}' (known tools: {})",
             TOOLS.join(", ")
         ))),
-    }?;
-    Ok(Json(result))
+    }
 }
 
 /// Reads `{"tool": "...", "arguments": {...}}`.

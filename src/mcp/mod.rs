@@ -1,0 +1,346 @@
+//! The Model Context Protocol doorway (rmcp): the seed's tools and resources
+//! for LLM agents, at `/mcp` on the broker's port (Streamable HTTP) and over
+//! stdio (`broker mcp-stdio`). Every tool call runs the `/call_tool` tool of
+//! the same name, which is a client of the in-process broker.v1 services:
+//! one implementation, three doorways, the same policy, limits, metrics,
+//! audit and error wording.
+
+mod tools;
+
+use axum::Router;
+use http::HeaderMap;
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+        InitializeResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+        ResourceContents, ServerCapabilities, ServerConfig,
+    },
+    service::RequestContext,
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    },
+};
+use serde_json::{Value, json};
+
+use crate::{
+    auth::{self, Auth, Caller, PeerCertificateName},
+    server::InProcess,
+    web::call_tool::{self, ToolError},
+};
+
+const INSTRUCTIONS: &str = "resource-broker serves the company's document bucket (S3) and database \
+(PostgreSQL) to agents. Object tools: s3_list_objects (by key prefix), get_object_metadata, \
+s3_get_object (text, or base64 for binary; up to 16 MiB), s3_put_object. Database tools: \
+postgres_query runs ONE read-only statement with $1.. parameters and returns rows as JSON objects \
+(capped; `truncated` says when more matched); postgres_execute runs one write statement; \
+postgres_init_schema creates the documents and processing_logs tables. Resources: objects as \
+s3://BUCKET/KEY and tables as postgres://DB/TABLE (their columns). You only see the tools your \
+token grants.";
+
+/// Objects listed as resources (the rest are reachable with s3_list_objects).
+const LISTED_OBJECTS: u32 = 200;
+
+/// The MCP server: the in-process broker, the policy to decide which tools
+/// a caller sees, and headers to use when the transport has none (stdio).
+#[derive(Clone)]
+pub struct BrokerMcp {
+    grpc: InProcess,
+    auth: Auth,
+    database: String,
+    bucket: String,
+    stdio_headers: HeaderMap,
+}
+
+impl BrokerMcp {
+    pub fn new(grpc: InProcess, auth: Auth, database: String, bucket: String) -> Self {
+        Self {
+            grpc,
+            auth,
+            database,
+            bucket,
+            stdio_headers: HeaderMap::new(),
+        }
+    }
+
+    /// For stdio: every call carries `token` as its bearer token.
+    pub fn with_token(mut self, token: Option<&str>) -> anyhow::Result<Self> {
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                anyhow::anyhow!("BROKER_TOKEN has characters a header cannot carry")
+            })?;
+            self.stdio_headers
+                .insert(http::header::AUTHORIZATION, value);
+        }
+        Ok(self)
+    }
+
+    /// The HTTP request's headers and client certificate name (stdio: the token).
+    fn request_identity(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> (HeaderMap, Option<String>) {
+        match context.extensions.get::<http::request::Parts>() {
+            Some(parts) => (
+                parts.headers.clone(),
+                parts
+                    .extensions
+                    .get::<PeerCertificateName>()
+                    .map(|n| n.0.clone()),
+            ),
+            None => (self.stdio_headers.clone(), None),
+        }
+    }
+
+    fn caller(&self, headers: &HeaderMap, certificate: Option<&str>) -> Result<Caller, McpError> {
+        self.auth.identify(headers, certificate).map_err(|status| {
+            McpError::invalid_request(format!("UNAUTHENTICATED: {}", status.message()), None)
+        })
+    }
+
+    async fn run(
+        &self,
+        headers: &HeaderMap,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Value, ToolError> {
+        call_tool::run(self.grpc.clone(), headers, tool, Some(arguments)).await
+    }
+
+    async fn object_resources(&self, headers: &HeaderMap) -> Result<Vec<Resource>, ToolError> {
+        let listed = self
+            .run(headers, "s3_list_objects", json!({"limit": LISTED_OBJECTS}))
+            .await?;
+        Ok(listed["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                let key = o["key"].as_str()?;
+                let resource = Resource::new(format!("s3://{}/{key}", self.bucket), key.to_owned())
+                    .with_description("object in the documents bucket");
+                Some(match o["size"].as_u64() {
+                    Some(size) => resource.with_size(size),
+                    None => resource,
+                })
+            })
+            .collect())
+    }
+
+    async fn table_resources(&self, headers: &HeaderMap) -> Result<Vec<Resource>, ToolError> {
+        let tables = self
+            .run(
+                headers,
+                "postgres_query",
+                json!({"query": "SELECT table_name FROM information_schema.tables \
+                                 WHERE table_schema = 'public' ORDER BY table_name"}),
+            )
+            .await?;
+        Ok(tables["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| {
+                let table = row["table_name"].as_str()?;
+                Some(
+                    Resource::new(
+                        format!("postgres://{}/{table}", self.database),
+                        table.to_owned(),
+                    )
+                    .with_description("table: its columns and types")
+                    .with_mime_type("application/json"),
+                )
+            })
+            .collect())
+    }
+
+    async fn read(&self, headers: &HeaderMap, uri: &str) -> Result<ResourceContents, McpError> {
+        let tool_error = |e: ToolError| McpError::invalid_params(e.message, None);
+        if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, key) = rest
+                .split_once('/')
+                .ok_or_else(|| McpError::invalid_params("expected s3://BUCKET/KEY", None))?;
+            let object = self
+                .run(
+                    headers,
+                    "s3_get_object",
+                    json!({"bucket": bucket, "key": key}),
+                )
+                .await
+                .map_err(tool_error)?;
+            let mime = object["content_type"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            let contents = match (
+                object["content"].as_str(),
+                object["content_base64"].as_str(),
+            ) {
+                (Some(text), _) => ResourceContents::text(text, uri),
+                (None, Some(base64)) => ResourceContents::blob(base64, uri),
+                (None, None) => ResourceContents::text("", uri),
+            };
+            return Ok(with_mime(contents, mime));
+        }
+        if let Some(rest) = uri.strip_prefix("postgres://") {
+            let (database, table) = rest.split_once('/').ok_or_else(|| {
+                McpError::invalid_params("expected postgres://DATABASE/TABLE", None)
+            })?;
+            if database != self.database {
+                return Err(McpError::resource_not_found(
+                    format!("the broker serves database {:?}", self.database),
+                    None,
+                ));
+            }
+            let columns = self
+                .run(
+                    headers,
+                    "postgres_query",
+                    json!({"query": "SELECT column_name, data_type, is_nullable, column_default \
+                                     FROM information_schema.columns WHERE table_schema = 'public' \
+                                     AND table_name = $1 ORDER BY ordinal_position", "params": [table]}),
+                )
+                .await
+                .map_err(tool_error)?;
+            if columns["count"] == 0 {
+                return Err(McpError::resource_not_found(
+                    format!("no table {table:?}"),
+                    None,
+                ));
+            }
+            let description = json!({"table": table, "columns": columns["rows"]});
+            return Ok(with_mime(
+                ResourceContents::text(description.to_string(), uri),
+                Some("application/json".into()),
+            ));
+        }
+        Err(McpError::resource_not_found(
+            format!("unknown resource {uri:?} (s3://BUCKET/KEY or postgres://DB/TABLE)"),
+            None,
+        ))
+    }
+}
+
+fn with_mime(contents: ResourceContents, mime: Option<String>) -> ResourceContents {
+    match mime {
+        Some(mime) => contents.with_mime_type(mime),
+        None => contents,
+    }
+}
+
+/// Whether `caller`'s grant covers the tool's broker.v1 method.
+fn permitted(caller: &Caller, spec: &tools::ToolSpec) -> bool {
+    auth::requirement(spec.method).is_some_and(|(resource, access)| caller.may(resource, access))
+}
+
+impl ServerHandler for BrokerMcp {
+    fn get_info(&self) -> ServerConfig {
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "resource-broker",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let (headers, certificate) = self.request_identity(&context);
+        let caller = self.caller(&headers, certificate.as_deref())?;
+        let tools = tools::TOOLS
+            .iter()
+            .filter(|spec| permitted(&caller, spec))
+            .map(tools::ToolSpec::tool)
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let Some(spec) = tools::find(&request.name) else {
+            return Err(McpError::invalid_params(
+                format!("unknown tool {:?}", request.name),
+                None,
+            ));
+        };
+        let (headers, _) = self.request_identity(&context);
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        // The gRPC layers decide (and word) a refusal, as for every doorway.
+        let result = match self.run(&headers, spec.name, arguments).await {
+            Ok(value) => CallToolResult::structured(value),
+            Err(error) => CallToolResult::error(vec![ContentBlock::text(error.message)]),
+        };
+        Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let (headers, certificate) = self.request_identity(&context);
+        let caller = self.caller(&headers, certificate.as_deref())?;
+        let mut resources = Vec::new();
+        if caller.may(auth::Resource::ObjectStore, auth::policy::Access::Read) {
+            resources.extend(
+                self.object_resources(&headers)
+                    .await
+                    .map_err(|e| McpError::internal_error(e.message, None))?,
+            );
+        }
+        if caller.may(auth::Resource::Database, auth::policy::Access::Read) {
+            resources.extend(
+                self.table_resources(&headers)
+                    .await
+                    .map_err(|e| McpError::internal_error(e.message, None))?,
+            );
+        }
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let (headers, _) = self.request_identity(&context);
+        let contents = self.read(&headers, &request.uri).await?;
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
+
+/// The `/mcp` route (Streamable HTTP). Any Host is accepted (the broker
+/// runs behind service names); requests carrying a browser `Origin` are
+/// refused unless listed in `allowed_origins`, which stops DNS-rebinding
+/// pages from reaching a local broker.
+pub fn router(server: BrokerMcp, allowed_origins: &[String]) -> Router {
+    let config = StreamableHttpServerConfig::default()
+        .disable_allowed_hosts()
+        .with_allowed_origins(allowed_origins.iter().cloned())
+        .enforce_origin_validation();
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    Router::new().route_service("/mcp", service)
+}
+
+/// `broker mcp-stdio`: the same server over stdin/stdout.
+pub async fn serve_stdio(server: BrokerMcp) -> anyhow::Result<()> {
+    let running = server.serve(rmcp::transport::stdio()).await?;
+    running.waiting().await?;
+    Ok(())
+}
