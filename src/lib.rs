@@ -11,6 +11,7 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod database;

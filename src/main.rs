@@ -40,6 +40,8 @@ enum Command {
     /// launch servers), against the backends the environment configures.
     /// BROKER_TOKEN identifies the caller when a policy file is set.
     McpStdio(Box<ServeConfig>),
+    /// Measure the broker against direct SDK calls (and PgBouncer) on this machine.
+    Bench(resource_broker::bench::BenchArgs),
     /// Load the broker on loopback while a backend goes down and comes back;
     /// print P50, P99, error rate and availability per phase.
     Loadtest(resource_broker::loadtest::LoadTestArgs),
@@ -85,6 +87,10 @@ async fn main() -> ExitCode {
         Command::McpStdio(config) => {
             telemetry::init_stderr();
             mcp_stdio(*config).await
+        }
+        Command::Bench(args) => {
+            telemetry::init_stderr();
+            resource_broker::bench::run(args).await.map(drop)
         }
         Command::Loadtest(args) => {
             let log = resource_broker::config::LogConfig {

@@ -1,0 +1,282 @@
+//! `broker bench`: what the broker costs on the hot path, measured. One run
+//! drives the same work through (a) the direct path (tokio-postgres and
+//! aws-sdk-s3 from this process), (b) the broker over gRPC with the client
+//! library, and (c) for SQL, PgBouncer in transaction mode when it is
+//! installed. The broker runs as a child process (`broker serve`) so its CPU
+//! time and memory are its own. Figures are printed and written as JSON;
+//! nothing is asserted.
+
+mod paths;
+mod report;
+mod workload;
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+
+use crate::{
+    client::{BrokerClient, ClientOptions},
+    config::StaticCredentials,
+    dev::{postgres, s3_server},
+};
+pub use report::{Cell, Report};
+use workload::Workload;
+
+/// Options of `broker bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Time each (workload, path, concurrency) cell runs.
+    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration)]
+    pub duration: Duration,
+    /// Concurrency levels (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Workloads (comma-separated): select1, point_lookup, rows100, head, get4k, put4k, get1m, put1m.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "select1,point_lookup,rows100,head,get4k,put4k,get1m,put1m"
+    )]
+    pub workloads: Vec<String>,
+    /// Size of the streaming put+get (MiB; 0 skips it).
+    #[arg(long, default_value_t = 256)]
+    pub stream_mib: usize,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "bench.json")]
+    pub json: PathBuf,
+    /// A PostgreSQL superuser URL; default: the server on 127.0.0.1:5432, or a private cluster.
+    #[arg(long, env = "BENCH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Skip PgBouncer even when it is installed.
+    #[arg(long)]
+    pub no_pgbouncer: bool,
+}
+
+/// The broker child process and how to read its resource use.
+pub struct BrokerProcess {
+    child: tokio::process::Child,
+    pub url: String,
+    pub startup: Duration,
+    pub idle_rss_kib: u64,
+}
+
+impl BrokerProcess {
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// User + system CPU seconds so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may contain spaces).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 (1-based), 11 and 12 here; USER_HZ is 100 on Linux.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// (current RSS, peak RSS) in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Resets the peak RSS so the next phase's peak is its own.
+    pub fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+    }
+}
+
+/// The backends every path shares.
+pub struct Setup {
+    pub database_url: String,
+    pub bucket: String,
+    pub s3_endpoint: String,
+    pub credentials: StaticCredentials,
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    let scratch = std::env::temp_dir().join(format!("broker-bench-{}", std::process::id()));
+    std::fs::create_dir_all(scratch.join("s3").join("bench"))?;
+    let server = match &args.database_url {
+        Some(url) => postgres::PostgresServer {
+            admin_url: url.clone(),
+        },
+        None => postgres::find_or_start(&scratch.join("pg"), 54331).await?,
+    };
+    let name = format!("broker_bench_{}", std::process::id());
+    let database_url = server.ensure_database(&name).await?;
+    let credentials = StaticCredentials {
+        access_key_id: "bench".into(),
+        secret_access_key: s3_server::random_secret(),
+    };
+    let s3 = s3_server::LocalS3::start(&scratch.join("s3"), &credentials).await?;
+    let setup = Arc::new(Setup {
+        database_url: database_url.clone(),
+        bucket: "bench".into(),
+        s3_endpoint: s3.endpoint.clone(),
+        credentials,
+    });
+
+    let result = measure(&args, &setup).await;
+    let _ = server.drop_database(&name).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = result?;
+    report.print();
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("\nreport written to {}", args.json.display());
+    Ok(report)
+}
+
+async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report> {
+    let mut broker = start_broker(setup).await?;
+    let client = BrokerClient::connect(&broker.url, ClientOptions::default()).await?;
+    workload::prepare(&client).await?;
+    let direct =
+        paths::Direct::connect(setup, args.concurrency.iter().copied().max().unwrap_or(1)).await?;
+    let pgbouncer = if args.no_pgbouncer {
+        None
+    } else {
+        paths::PgBouncer::start(setup).await?
+    };
+    let mut report = Report::new(&broker, pgbouncer.is_some());
+
+    let workloads: Vec<Workload> = args
+        .workloads
+        .iter()
+        .map(|w| w.parse())
+        .collect::<Result<_, _>>()?;
+    for workload in &workloads {
+        for &concurrency in &args.concurrency {
+            let direct_cell = workload::run_cell(
+                workload,
+                &paths::Path::Direct(&direct),
+                concurrency,
+                args.duration,
+                None,
+            )
+            .await?;
+            let broker_cell = workload::run_cell(
+                workload,
+                &paths::Path::Broker(&client),
+                concurrency,
+                args.duration,
+                Some(&broker),
+            )
+            .await?;
+            let bouncer_cell = match (&pgbouncer, workload.is_sql()) {
+                (Some(bouncer), true) => Some(
+                    workload::run_cell(
+                        workload,
+                        &paths::Path::PgBouncer(bouncer),
+                        concurrency,
+                        args.duration,
+                        None,
+                    )
+                    .await?,
+                ),
+                _ => None,
+            };
+            report.add(
+                workload.name(),
+                concurrency,
+                direct_cell,
+                broker_cell,
+                bouncer_cell,
+            );
+        }
+    }
+    if args.stream_mib > 0 {
+        report.streaming =
+            Some(workload::stream(&direct, &client, &broker, args.stream_mib).await?);
+    }
+    let _ = broker.child.kill().await;
+    Ok(report)
+}
+
+/// Starts `broker serve` on a free loopback port and waits until SERVING.
+async fn start_broker(setup: &Setup) -> anyhow::Result<BrokerProcess> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let started = Instant::now();
+    let child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .env("BROKER_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", &setup.database_url)
+        .env("S3_BUCKET", &setup.bucket)
+        .env("S3_ENDPOINT_URL", &setup.s3_endpoint)
+        .env("AWS_ACCESS_KEY_ID", &setup.credentials.access_key_id)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            &setup.credentials.secret_access_key,
+        )
+        .env("AWS_REGION", "eu-west-3")
+        .env("BROKER_HEALTH_INTERVAL", "100ms")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let addr = format!("127.0.0.1:{port}");
+    while !serving(&addr).await {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the broker did not become SERVING within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut broker = BrokerProcess {
+        child,
+        url: format!("http://{addr}"),
+        startup: started.elapsed(),
+        idle_rss_kib: 0,
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.idle_rss_kib = broker.rss_kib().0;
+    Ok(broker)
+}
+
+/// Whether grpc.health.v1 says SERVING for the whole broker.
+async fn serving(addr: &str) -> bool {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map(|e| e.connect_timeout(Duration::from_millis(100)))
+    else {
+        return false;
+    };
+    let Ok(channel) = channel.connect().await else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
+}

@@ -1,0 +1,172 @@
+//! The three ways to the same data: direct SDK clients, the broker, and
+//! PgBouncer (SQL only).
+
+use std::{process::Stdio, time::Duration};
+
+use aws_sdk_s3::{config::Credentials, primitives::ByteStream};
+use bytes::Bytes;
+use tokio_postgres::{Client, NoTls};
+
+use super::Setup;
+use crate::client::BrokerClient;
+
+/// tokio-postgres connections (one per worker) and an aws-sdk-s3 client.
+pub struct Direct {
+    pub sql: Vec<Client>,
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+}
+
+async fn connections(url: &str, count: usize) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
+impl Direct {
+    pub async fn connect(setup: &Setup, workers: usize) -> anyhow::Result<Self> {
+        let credentials = Credentials::new(
+            &setup.credentials.access_key_id,
+            &setup.credentials.secret_access_key,
+            None,
+            None,
+            "bench",
+        );
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("eu-west-3"))
+            .credentials_provider(credentials)
+            .endpoint_url(&setup.s3_endpoint)
+            .force_path_style(true)
+            .build();
+        Ok(Self {
+            sql: connections(&setup.database_url, workers).await?,
+            s3: aws_sdk_s3::Client::from_conf(config),
+            bucket: setup.bucket.clone(),
+        })
+    }
+
+    pub async fn get(&self, key: &str) -> anyhow::Result<usize> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await?;
+        let mut body = object.body;
+        let mut total = 0;
+        while let Some(chunk) = body.try_next().await? {
+            total += chunk.len();
+        }
+        Ok(total)
+    }
+
+    pub async fn put(&self, key: &str, body: Bytes) -> anyhow::Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+/// A private PgBouncer in transaction mode in front of the same database.
+pub struct PgBouncer {
+    pub sql: Vec<Client>,
+    _process: tokio::process::Child,
+    _dir: std::path::PathBuf,
+}
+
+impl PgBouncer {
+    /// Starts PgBouncer when it is installed (as the `postgres` user when
+    /// run as root, which PgBouncer refuses); `None` with a note otherwise.
+    pub async fn start(setup: &Setup) -> anyhow::Result<Option<Self>> {
+        let Some(binary) = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+        else {
+            println!(
+                "note: pgbouncer is not installed (scripts/bench.sh installs it); SQL is compared with direct only"
+            );
+            return Ok(None);
+        };
+        let target: tokio_postgres::Config = setup.database_url.parse()?;
+        let host = match target.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = target.get_ports().first().copied().unwrap_or(5432);
+        let db = target.get_dbname().unwrap_or("postgres");
+        let user = target.get_user().unwrap_or("postgres");
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("broker-bench-pgbouncer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("users.txt"), format!("\"{user}\" \"\"\n"))?;
+        std::fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]\nbench = host={host} port={port} dbname={db} user={user}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {listen}\nauth_type = trust\nauth_file = {users}\n\
+                 pool_mode = transaction\ndefault_pool_size = 10\nmax_client_conn = 1000\n\
+                 unix_socket_dir =\nlogfile = {log}\n",
+                users = dir.join("users.txt").display(),
+                log = dir.join("pgbouncer.log").display(),
+            ),
+        )?;
+        let as_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        });
+        let mut command = if as_root {
+            let _ = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status();
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", binary]);
+            c
+        } else {
+            tokio::process::Command::new(binary)
+        };
+        let process = command
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let url = format!("postgres://{user}@127.0.0.1:{listen}/bench");
+        for _ in 0..100 {
+            if tokio_postgres::connect(&url, NoTls).await.is_ok() {
+                return Ok(Some(Self {
+                    sql: connections(&url, 64).await?,
+                    _process: process,
+                    _dir: dir,
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "note: pgbouncer did not start (see {}); skipped",
+            dir.join("pgbouncer.log").display()
+        );
+        Ok(None)
+    }
+}
+
+/// Which way a cell goes.
+pub enum Path<'a> {
+    Direct(&'a Direct),
+    Broker(&'a BrokerClient),
+    PgBouncer(&'a PgBouncer),
+}

@@ -1,0 +1,319 @@
+//! The workloads and the timed loops that run them.
+
+use std::{
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::{
+    BrokerProcess,
+    paths::{Direct, Path},
+    report::Cell,
+};
+use crate::client::{BrokerClient, PutOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Select1,
+    PointLookup,
+    Rows100,
+    Head,
+    Get4k,
+    Put4k,
+    Get1m,
+    Put1m,
+}
+
+impl FromStr for Workload {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s.trim() {
+            "select1" => Self::Select1,
+            "point_lookup" => Self::PointLookup,
+            "rows100" => Self::Rows100,
+            "head" => Self::Head,
+            "get4k" => Self::Get4k,
+            "put4k" => Self::Put4k,
+            "get1m" => Self::Get1m,
+            "put1m" => Self::Put1m,
+            other => anyhow::bail!(
+                "unknown workload {other:?} (select1, point_lookup, rows100, head, get4k, put4k, get1m, put1m)"
+            ),
+        })
+    }
+}
+
+const SELECT1: &str = "SELECT 1";
+const POINT: &str = "SELECT id, status, file_size FROM documents WHERE s3_key = $1";
+const ROWS100: &str = "SELECT id, s3_key, status, upload_date FROM documents ORDER BY id LIMIT 100";
+const SEEDED_ROWS: usize = 1000;
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Select1 => "select 1",
+            Self::PointLookup => "point lookup",
+            Self::Rows100 => "100 rows",
+            Self::Head => "HeadObject",
+            Self::Get4k => "GetObject 4 KiB",
+            Self::Put4k => "PutObject 4 KiB",
+            Self::Get1m => "GetObject 1 MiB",
+            Self::Put1m => "PutObject 1 MiB",
+        }
+    }
+
+    pub fn is_sql(self) -> bool {
+        matches!(self, Self::Select1 | Self::PointLookup | Self::Rows100)
+    }
+
+    async fn once(self, path: &Path<'_>, worker: usize, n: usize) -> anyhow::Result<()> {
+        let key = format!("bench/docs/{}.csv", (worker * 7919 + n) % SEEDED_ROWS);
+        let put_key = format!("bench/put/{worker}-{}", n % 8);
+        match (self, path) {
+            (Self::Select1, Path::Broker(c)) => c.query(SELECT1, &[]).await.map(drop)?,
+            (Self::PointLookup, Path::Broker(c)) => {
+                c.query(POINT, &[key.into()]).await.map(drop)?
+            }
+            (Self::Rows100, Path::Broker(c)) => c.query(ROWS100, &[]).await.map(drop)?,
+            (Self::Head, Path::Broker(c)) => c.head_object("bench/4k").await.map(drop)?,
+            (Self::Get4k, Path::Broker(c)) => c.get_bytes("bench/4k", 1 << 20).await.map(drop)?,
+            (Self::Get1m, Path::Broker(c)) => c.get_bytes("bench/1m", 2 << 20).await.map(drop)?,
+            (Self::Put4k, Path::Broker(c)) => c
+                .put_bytes(&put_key, PutOptions::default(), body(4096))
+                .await
+                .map(drop)?,
+            (Self::Put1m, Path::Broker(c)) => c
+                .put_bytes(&put_key, PutOptions::default(), body(1 << 20))
+                .await
+                .map(drop)?,
+            (Self::Select1, Path::Direct(d)) => {
+                d.sql[worker].query(SELECT1, &[]).await.map(drop)?
+            }
+            (Self::PointLookup, Path::Direct(d)) => {
+                d.sql[worker].query(POINT, &[&key]).await.map(drop)?
+            }
+            (Self::Rows100, Path::Direct(d)) => {
+                d.sql[worker].query(ROWS100, &[]).await.map(drop)?
+            }
+            (Self::Select1, Path::PgBouncer(b)) => {
+                b.sql[worker].query(SELECT1, &[]).await.map(drop)?
+            }
+            (Self::PointLookup, Path::PgBouncer(b)) => {
+                b.sql[worker].query(POINT, &[&key]).await.map(drop)?
+            }
+            (Self::Rows100, Path::PgBouncer(b)) => {
+                b.sql[worker].query(ROWS100, &[]).await.map(drop)?
+            }
+            (Self::Head, Path::Direct(d)) => {
+                d.s3.head_object()
+                    .bucket(&d.bucket)
+                    .key("bench/4k")
+                    .send()
+                    .await
+                    .map(drop)?
+            }
+            (Self::Get4k, Path::Direct(d)) => d.get("bench/4k").await.map(drop)?,
+            (Self::Get1m, Path::Direct(d)) => d.get("bench/1m").await.map(drop)?,
+            (Self::Put4k, Path::Direct(d)) => d.put(&put_key, body(4096)).await?,
+            (Self::Put1m, Path::Direct(d)) => d.put(&put_key, body(1 << 20)).await?,
+            (_, Path::PgBouncer(_)) => anyhow::bail!("PgBouncer serves SQL only"),
+        }
+        Ok(())
+    }
+}
+
+fn body(len: usize) -> Bytes {
+    Bytes::from(vec![0x5a; len])
+}
+
+/// The schema, 1,000 documents and the objects the workloads read.
+pub async fn prepare(client: &BrokerClient) -> anyhow::Result<()> {
+    client.init_schema().await?;
+    client
+        .execute(
+            "INSERT INTO documents (s3_key, document_type, file_name, file_size) \
+             SELECT 'bench/docs/' || n || '.csv', 'csv', n || '.csv', n FROM generate_series(0, $1::int - 1) n \
+             ON CONFLICT (s3_key) DO NOTHING",
+            &[(SEEDED_ROWS as i64).into()],
+        )
+        .await?;
+    client
+        .put_bytes("bench/4k", PutOptions::default(), body(4096))
+        .await?;
+    client
+        .put_bytes("bench/1m", PutOptions::default(), body(1 << 20))
+        .await?;
+    Ok(())
+}
+
+/// Runs `workload` on `concurrency` workers for `duration`.
+pub async fn run_cell(
+    workload: &Workload,
+    path: &Path<'_>,
+    concurrency: usize,
+    duration: Duration,
+    broker: Option<&BrokerProcess>,
+) -> anyhow::Result<Cell> {
+    // Warm-up: connections open, statements prepared.
+    for worker in 0..concurrency.min(4) {
+        workload.once(path, worker, 0).await?;
+    }
+    if let Some(b) = broker {
+        b.reset_peak();
+    }
+    let cpu_before = broker.map(BrokerProcess::cpu_seconds);
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let end = started + duration;
+    futures::stream::iter(0..concurrency)
+        .for_each_concurrent(None, |worker| {
+            let (latencies, errors) = (latencies.clone(), errors.clone());
+            async move {
+                let mut mine = Vec::new();
+                let mut n = 0;
+                while Instant::now() < end {
+                    let began = Instant::now();
+                    if workload.once(path, worker, n).await.is_err() {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    mine.push(began.elapsed());
+                    n += 1;
+                }
+                latencies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(mine);
+            }
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    latencies.sort_unstable();
+    let calls = latencies.len();
+    let cpu = match (broker, cpu_before) {
+        (Some(b), Some(before)) if calls > 0 => {
+            Some((b.cpu_seconds() - before) * 1000.0 / calls as f64)
+        }
+        _ => None,
+    };
+    Ok(Cell {
+        calls,
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        ops_per_s: calls as f64 / elapsed.as_secs_f64(),
+        p50_us: quantile(&latencies, 0.50),
+        p99_us: quantile(&latencies, 0.99),
+        p999_us: quantile(&latencies, 0.999),
+        broker_cpu_s_per_1000: cpu,
+        broker_peak_rss_mib: broker.map(|b| b.rss_kib().1 as f64 / 1024.0),
+    })
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
+        .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Large-object streaming, one object each way.
+#[derive(Debug, Serialize)]
+pub struct Streaming {
+    pub mib: usize,
+    pub direct_put_mib_s: f64,
+    pub direct_get_mib_s: f64,
+    pub broker_put_mib_s: f64,
+    pub broker_get_mib_s: f64,
+    pub put_ratio: f64,
+    pub get_ratio: f64,
+    pub broker_peak_rss_mib: f64,
+}
+
+fn chunks(mib: usize) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let chunk = Bytes::from(vec![0xa5; 1 << 20]);
+    futures::stream::iter((0..mib).map(move |_| Ok(chunk.clone())))
+}
+
+pub async fn stream(
+    direct: &Direct,
+    client: &BrokerClient,
+    broker: &BrokerProcess,
+    mib: usize,
+) -> anyhow::Result<Streaming> {
+    let rate = |started: Instant| mib as f64 / started.elapsed().as_secs_f64();
+    // Direct: a multipart upload of the same 8 MiB parts the broker uses.
+    let started = Instant::now();
+    let key = "bench/stream-direct";
+    let upload = direct
+        .s3
+        .create_multipart_upload()
+        .bucket(&direct.bucket)
+        .key(key)
+        .send()
+        .await?;
+    let id = upload.upload_id().unwrap_or_default().to_owned();
+    let mut parts = Vec::new();
+    for (number, part) in (1..).zip((0..mib).step_by(8)) {
+        let len = (mib - part).min(8) << 20;
+        let done = direct
+            .s3
+            .upload_part()
+            .bucket(&direct.bucket)
+            .key(key)
+            .upload_id(&id)
+            .part_number(number)
+            .body(aws_sdk_s3::primitives::ByteStream::from(vec![0xa5; len]))
+            .send()
+            .await?;
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(done.e_tag)
+                .build(),
+        );
+    }
+    direct
+        .s3
+        .complete_multipart_upload()
+        .bucket(&direct.bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await?;
+    let direct_put = rate(started);
+    let started = Instant::now();
+    direct.get(key).await?;
+    let direct_get = rate(started);
+
+    broker.reset_peak();
+    let started = Instant::now();
+    client
+        .put_object("bench/stream-broker", PutOptions::default(), chunks(mib))
+        .await?;
+    let broker_put = rate(started);
+    let started = Instant::now();
+    let mut reader = client.get_object("bench/stream-broker").await?;
+    while let Some(chunk) = reader.next().await {
+        chunk?;
+    }
+    let broker_get = rate(started);
+    Ok(Streaming {
+        mib,
+        direct_put_mib_s: direct_put,
+        direct_get_mib_s: direct_get,
+        broker_put_mib_s: broker_put,
+        broker_get_mib_s: broker_get,
+        put_ratio: broker_put / direct_put,
+        get_ratio: broker_get / direct_get,
+        broker_peak_rss_mib: broker.rss_kib().1 as f64 / 1024.0,
+    })
+}

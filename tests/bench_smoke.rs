@@ -1,0 +1,50 @@
+//! `broker bench` runs end to end on a tiny budget and writes its report.
+//! Figures are not asserted: they belong to the printed table.
+
+mod common;
+
+#[tokio::test]
+async fn the_benchmark_prints_a_table_and_writes_json() {
+    let admin = common::postgres_server().await.admin_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args([
+            "bench",
+            "--duration",
+            "100ms",
+            "--concurrency",
+            "1,2",
+            "--workloads",
+            "select1,head,put4k",
+        ])
+        .args(["--stream-mib", "2", "--no-pgbouncer", "--json"])
+        .arg(&json)
+        .env("BENCH_DATABASE_URL", admin)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("b/dir") && stdout.contains("streaming 2 MiB"),
+        "{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        report["rows"].as_array().unwrap().len(),
+        6,
+        "3 workloads x 2 concurrency levels"
+    );
+    for row in report["rows"].as_array().unwrap() {
+        assert!(row["broker"]["calls"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["broker"]["errors"], 0, "{row}");
+        assert!(row["broker_vs_direct"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert!(report["startup_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["streaming"]["broker_peak_rss_mib"].as_f64().unwrap() > 0.0);
+}
