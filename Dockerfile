@@ -27,15 +27,23 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin broker
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin broker \
+    && install -d -o 10001 -g 10001 -m 0700 /run/broker
 COPY --from=build /out/ /usr/local/bin/
+# Task-private files (the access policy the ECS init step writes for
+# BROKER_POLICY_FILE): a volume, so that Fargate's bind mount there keeps
+# this owner and mode under a read-only root file system.
+VOLUME ["/run/broker"]
 USER 10001
 ENV BROKER_ADDR=0.0.0.0:8000 \
     BROKER_LOG_FORMAT=json
 EXPOSE 8000
-# grpc.health.v1 with grpc_health_probe's exit codes; agents override it
-# with `broker healthcheck --addr 127.0.0.1:PORT --http-path /health`.
+# Liveness: the broker answers on its port (GET /metrics is always 200).
+# Not the gRPC overall health, which is NOT_SERVING while S3 or PostgreSQL
+# is down: restarting the broker cannot fix a backend (readiness is
+# `broker healthcheck --addr 127.0.0.1:8000`, or GET /health). Agents
+# override it with `broker healthcheck --addr 127.0.0.1:PORT --http-path /health`.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["broker", "healthcheck", "--addr", "127.0.0.1:8000"]
+    CMD ["broker", "healthcheck", "--addr", "127.0.0.1:8000", "--http-path", "/metrics"]
 # Exec form: the process is PID 1 and receives SIGTERM itself (graceful drain).
 CMD ["broker", "serve"]

@@ -1,7 +1,9 @@
 """Validates task definitions against the ECS API model (botocore):
 the one in the CloudFormation template (converted from CloudFormation's
 property names to the API's) and every JSON file given (what the scripts
-registered). Exits 1 with the model's complaints."""
+registered). The template's task definition is checked twice, with every
+condition true and with every condition false, so that both branches of
+each !If are valid. Exits 1 with the model's complaints."""
 
 import json
 import sys
@@ -14,17 +16,46 @@ from botocore.validate import ParamValidator
 USER_MAPS = {"Options", "DockerLabels", "SystemControls"}
 
 
+class Tag:
+    """A CloudFormation intrinsic function (!If, !Ref, !Sub, ...)."""
+
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+
 class CfnLoader(yaml.SafeLoader):
     pass
 
 
 def _tag(loader, suffix, node):
     if isinstance(node, yaml.ScalarNode):
-        return f"<{suffix} {loader.construct_scalar(node)}>"
-    return f"<{suffix}>"
+        return Tag(suffix, loader.construct_scalar(node))
+    if isinstance(node, yaml.SequenceNode):
+        return Tag(suffix, loader.construct_sequence(node, deep=True))
+    return Tag(suffix, loader.construct_mapping(node, deep=True))
 
 
 CfnLoader.add_multi_constructor("!", _tag)
+
+REMOVED = object()
+
+
+def resolve(value, conditions):
+    """Chooses each !If's branch by `conditions`, drops AWS::NoValue and
+    stands a placeholder string in for every other intrinsic function."""
+    if isinstance(value, Tag):
+        if value.name == "If":
+            _, if_true, if_false = value.value
+            return resolve(if_true if conditions else if_false, conditions)
+        if value.name == "Ref" and value.value == "AWS::NoValue":
+            return REMOVED
+        return f"<{value.name}>"
+    if isinstance(value, dict):
+        resolved = {k: resolve(v, conditions) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not REMOVED}
+    if isinstance(value, list):
+        return [v for v in (resolve(v, conditions) for v in value) if v is not REMOVED]
+    return value
 
 
 def to_api(value, key=None):
@@ -42,11 +73,12 @@ def main(template, files):
     shape = model.operation_model("RegisterTaskDefinition").input_shape
     with open(template) as f:
         resources = yaml.load(f, Loader=CfnLoader)["Resources"]
-    inputs = {
-        f"{template}:{name}": to_api(r["Properties"])
-        for name, r in resources.items()
-        if r["Type"] == "AWS::ECS::TaskDefinition"
-    }
+    inputs = {}
+    for name, r in resources.items():
+        if r["Type"] == "AWS::ECS::TaskDefinition":
+            for conditions in (True, False):
+                label = f"{template}:{name} (conditions {'true' if conditions else 'false'})"
+                inputs[label] = to_api(resolve(r["Properties"], conditions))
     for path in files:
         with open(path) as f:
             inputs[path] = json.load(f)
