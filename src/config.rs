@@ -137,6 +137,18 @@ pub struct PostgresConfig {
     /// Server-side limit for any statement (a call's deadline can shorten it).
     #[arg(long, env = "BROKER_PG_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub statement_timeout: Duration,
+
+    /// Time allowed to open a connection (TCP connect, then PostgreSQL's
+    /// start-up and authentication), so that a hung server cannot hold a
+    /// pool slot; a `connect_timeout` in DATABASE_URL takes precedence.
+    #[arg(long, env = "BROKER_PG_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub pg_connect_timeout: Duration,
+
+    /// How long the network to PostgreSQL may stay silent (data sent and
+    /// not acknowledged, keepalives unanswered) before a connection is
+    /// declared dead (TCP_USER_TIMEOUT and TCP keepalives).
+    #[arg(long, env = "BROKER_PG_TCP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub pg_tcp_timeout: Duration,
 }
 
 impl PostgresConfig {
@@ -149,6 +161,18 @@ impl PostgresConfig {
             self.statement_timeout.as_millis()
         );
         config.options(options.trim_start());
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.pg_connect_timeout);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(self.pg_tcp_timeout);
+        }
+        // Keepalives (on by default) probe an idle connection: the first
+        // after half the TCP timeout, then three more over the other half.
+        config
+            .keepalives_idle((self.pg_tcp_timeout / 2).max(Duration::from_secs(1)))
+            .keepalives_interval((self.pg_tcp_timeout / 6).max(Duration::from_secs(1)))
+            .keepalives_retries(3);
         Ok(config)
     }
 
@@ -256,6 +280,8 @@ impl fmt::Debug for PostgresConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("test_on_checkout", &self.test_on_checkout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("pg_connect_timeout", &self.pg_connect_timeout)
+            .field("pg_tcp_timeout", &self.pg_tcp_timeout)
             .finish()
     }
 }

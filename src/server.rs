@@ -41,6 +41,7 @@ pub struct Backends {
     pub store: S3Store,
     pub db: Database,
     pub shedder: LoadShedder,
+    pub deadlines: deadline::Deadlines,
     pub auth: Auth,
     pub audit: AuditLog,
 }
@@ -51,7 +52,7 @@ impl Backends {
         let config = &crate::secrets::resolve(config).await?;
         Ok(Self {
             store: S3Store::from_config(&config.s3, &config.resilience).await,
-            db: Database::connect(&config.postgres, config.limits.max_rows, &config.resilience)?,
+            db: Database::connect(&config.postgres, &config.limits, &config.resilience)?,
             auth: Auth::from_file(config.policy_file.as_deref())?,
             audit: match &config.audit_log {
                 Some(path) => AuditLog::open(path, config.audit_chain)?,
@@ -61,6 +62,7 @@ impl Backends {
                 config.resilience.max_in_flight,
                 config.resilience.max_in_flight_per_caller,
             ),
+            deadlines: config.resilience.deadlines(),
         })
     }
 }
@@ -169,7 +171,10 @@ fn with_layers(routes: Routes, backends: &Backends) -> Router {
     routes
         .prepare()
         .into_axum_router()
-        .layer(middleware::from_fn(deadline::enforce))
+        .layer(middleware::from_fn_with_state(
+            backends.deadlines,
+            deadline::enforce,
+        ))
         .layer(middleware::from_fn_with_state(
             backends.shedder.clone(),
             load_shed::enforce,

@@ -94,13 +94,48 @@ impl crate::resilience::BackendError for DatabaseError {
         matches!(self, Self::Unavailable(_))
     }
 
-    /// A pool that cannot hand out a connection for the whole acquire
-    /// timeout is a failing backend too (down, or saturated).
+    /// Only a connection that could not be opened or was lost. A pool that
+    /// stayed busy for the whole acquire timeout is a saturated broker in
+    /// front of a healthy database: opening the breaker would turn a
+    /// traffic peak into a blackout of the whole recovery time. Answers
+    /// (SQL errors, permission errors, no rows, cancelled statements) are
+    /// the database working.
     fn trips_breaker(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::PoolTimeout)
+        matches!(self, Self::Unavailable(_))
     }
 
     fn unavailable(message: String) -> Self {
         Self::Unavailable(message)
+    }
+
+    fn deadline_exceeded(message: String) -> Self {
+        Self::DeadlineExceeded(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resilience::BackendError;
+
+    #[test]
+    fn only_connection_failures_trip_the_breaker_or_retry() {
+        let message = || "m".to_owned();
+        for answer in [
+            DatabaseError::PoolTimeout,
+            DatabaseError::InvalidArgument(message()),
+            DatabaseError::PermissionDenied(message()),
+            DatabaseError::AlreadyExists(message()),
+            DatabaseError::FailedPrecondition(message()),
+            DatabaseError::Aborted(message()),
+            DatabaseError::ResourceExhausted(message()),
+            DatabaseError::DeadlineExceeded(message()),
+            DatabaseError::Internal(message()),
+        ] {
+            assert!(!answer.trips_breaker(), "{answer:?} must not trip");
+            assert!(!answer.is_transient(), "{answer:?} must not be retried");
+        }
+        let down = DatabaseError::Unavailable(message());
+        assert!(down.trips_breaker() && down.is_transient());
     }
 }

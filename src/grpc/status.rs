@@ -12,6 +12,8 @@ impl From<ObjectStoreError> for Status {
             E::NoSuchKey { .. } | E::NoSuchBucket(_) => Code::NotFound,
             E::OutOfRange(_) => Code::OutOfRange,
             E::PermissionDenied(_) => Code::PermissionDenied,
+            E::FailedPrecondition(_) => Code::FailedPrecondition,
+            E::DeadlineExceeded(_) => Code::DeadlineExceeded,
             E::Unavailable(_) => Code::Unavailable,
             E::Cancelled(_) => Code::Cancelled,
             E::Internal(_) => Code::Internal,

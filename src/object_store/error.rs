@@ -15,6 +15,12 @@ pub enum ObjectStoreError {
     OutOfRange(String),
     #[error("access denied by S3: {0}")]
     PermissionDenied(String),
+    /// S3 refused the request because of the object's or bucket's state
+    /// (a conflicting operation, a failed precondition).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("S3 is unavailable: {0}")]
     Unavailable(String),
     #[error("the upload was cancelled: {0}")]
@@ -57,6 +63,14 @@ impl ObjectStoreError {
                         Self::Unavailable(message.into())
                     }
                     (_, status) if status >= 500 => Self::Unavailable(format!("{code} {message}")),
+                    // The request itself is at fault (a bad continuation
+                    // token, KeyTooLong, EntityTooLarge, ...).
+                    (_, 400) => {
+                        Self::InvalidArgument(format!("S3 rejected the request: {code}: {message}"))
+                    }
+                    (_, 409 | 412) => Self::FailedPrecondition(format!(
+                        "S3 refused the request: {code}: {message}"
+                    )),
                     (_, status) => Self::Internal(format!("{code} (HTTP {status}): {message}")),
                 }
             }
@@ -94,5 +108,9 @@ impl crate::resilience::BackendError for ObjectStoreError {
 
     fn unavailable(message: String) -> Self {
         Self::Unavailable(message)
+    }
+
+    fn deadline_exceeded(message: String) -> Self {
+        Self::DeadlineExceeded(message)
     }
 }

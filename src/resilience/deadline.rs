@@ -1,12 +1,29 @@
-//! Deadlines: the client's `grpc-timeout` bounds all work of a call. The
-//! layer stops waiting at the deadline (dropping the handler's future, which
-//! cancels backend work: see `database::cancel`), and publishes the deadline
-//! to the code below it so that retries and statement timeouts fit inside.
+//! Deadlines: every gRPC call has one. The client's `grpc-timeout` (lowered
+//! to a configured maximum), or else a server default: one for unary calls,
+//! a longer one for the GetObject/PutObject streams, whose 1 GiB transfers a
+//! unary default would cut. Health Watch and reflection streams are meant
+//! to stay open and get none. The layer stops waiting at the deadline
+//! (dropping the handler's future, which cancels backend work: see
+//! `database::cancel`), ends a response stream that outlives it with
+//! DEADLINE_EXCEEDED, and publishes the deadline to the code below it so
+//! that retries, backend attempts and statement timeouts fit inside.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use axum::{extract::Request, middleware::Next, response::Response};
-use tokio::time::Instant;
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    middleware::Next,
+    response::Response,
+};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 tokio::task_local! {
     static DEADLINE: Instant;
@@ -24,19 +41,147 @@ pub async fn scope<F: Future>(timeout: Duration, work: F) -> F::Output {
     DEADLINE.scope(Instant::now() + timeout, work).await
 }
 
-/// Axum middleware for gRPC routes: enforces `grpc-timeout`.
-pub async fn enforce(request: Request, next: Next) -> Response {
-    let Some(timeout) = request
+/// The server's deadline settings (see the module documentation).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// For a unary call without `grpc-timeout`.
+    pub unary: Duration,
+    /// For a GetObject or PutObject stream without `grpc-timeout`.
+    pub stream: Duration,
+    /// The longest deadline a client may ask for.
+    pub max: Duration,
+}
+
+/// How a method's messages flow, as far as deadlines care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Unary,
+    /// A transfer: bounded, but by a longer default.
+    Upload,
+    Download,
+    /// Open-ended by design (health Watch, reflection): no default.
+    Open,
+}
+
+impl Shape {
+    fn of(path: &str) -> Self {
+        match path {
+            "/broker.v1.ObjectStore/GetObject" => Shape::Download,
+            "/broker.v1.ObjectStore/PutObject" => Shape::Upload,
+            "/grpc.health.v1.Health/Watch"
+            | "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+            | "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo" => Shape::Open,
+            _ => Shape::Unary,
+        }
+    }
+
+    /// The response is a stream of messages that may outlive the handler.
+    fn streams_response(self) -> bool {
+        matches!(self, Shape::Download | Shape::Open)
+    }
+}
+
+impl Deadlines {
+    /// The deadline of a call to `path` whose client asked for `asked`.
+    fn for_call(&self, path: &str, asked: Option<Duration>) -> Option<Duration> {
+        match (asked, Shape::of(path)) {
+            (Some(asked), _) => Some(asked.min(self.max)),
+            (None, Shape::Unary) => Some(self.unary),
+            (None, Shape::Upload | Shape::Download) => Some(self.stream),
+            (None, Shape::Open) => None,
+        }
+    }
+}
+
+/// Axum middleware for gRPC routes: enforces each call's deadline.
+pub async fn enforce(State(deadlines): State<Deadlines>, request: Request, next: Next) -> Response {
+    let asked = request
         .headers()
         .get("grpc-timeout")
-        .and_then(|v| parse_grpc_timeout(v.to_str().ok()?))
-    else {
+        .and_then(|v| parse_grpc_timeout(v.to_str().ok()?));
+    let shape = Shape::of(request.uri().path());
+    let Some(timeout) = deadlines.for_call(request.uri().path(), asked) else {
         return next.run(request).await;
     };
-    match tokio::time::timeout(timeout, scope(timeout, next.run(request))).await {
+    let deadline = Instant::now() + timeout;
+    // The same instant for the layer and the code below it: an attempt
+    // that runs out of time reports it (to its breaker) before this gives up.
+    match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, next.run(request))).await {
+        Ok(response) if shape.streams_response() && !is_trailers_only(&response) => {
+            response.map(|body| {
+                Body::new(DeadlineBody {
+                    inner: Some(body),
+                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                    timeout,
+                })
+            })
+        }
         Ok(response) => response,
-        Err(_) => tonic::Status::deadline_exceeded(format!("deadline of {timeout:?} exceeded"))
-            .into_http(),
+        Err(_) => exceeded(timeout).into_http(),
+    }
+}
+
+fn exceeded(timeout: Duration) -> tonic::Status {
+    tonic::Status::deadline_exceeded(format!("deadline of {timeout:?} exceeded"))
+}
+
+/// The trailers of a stream cut at its deadline.
+fn deadline_trailers(timeout: Duration) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    let code = tonic::Code::DeadlineExceeded as i32;
+    trailers.insert("grpc-status", http::HeaderValue::from(code));
+    // Printable ASCII needs no percent-encoding in grpc-message.
+    if let Ok(message) = http::HeaderValue::from_str(exceeded(timeout).message()) {
+        trailers.insert("grpc-message", message);
+    }
+    trailers
+}
+
+/// An error answered before any message: nothing streams after it.
+fn is_trailers_only(response: &Response) -> bool {
+    response.headers().contains_key("grpc-status")
+}
+
+/// A response stream cut at the deadline: the messages sent so far, then
+/// trailers with DEADLINE_EXCEEDED. The handler's stream (and the backend
+/// body it reads) is dropped there.
+struct DeadlineBody {
+    /// `None` once cut.
+    inner: Option<Body>,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.inner = None;
+            return Poll::Ready(Some(Ok(Frame::trailers(deadline_trailers(this.timeout)))));
+        }
+        Pin::new(inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(|inner| inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -74,6 +219,92 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout("m"), None);
         assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+
+    fn deadlines() -> Deadlines {
+        Deadlines {
+            unary: Duration::from_secs(60),
+            stream: Duration::from_secs(3600),
+            max: Duration::from_secs(7200),
+        }
+    }
+
+    #[test]
+    fn calls_without_grpc_timeout_get_the_default_of_their_shape() {
+        let d = deadlines();
+        let minute = Some(Duration::from_secs(60));
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(d.for_call("/broker.v1.Database/Query", None), minute);
+        assert_eq!(d.for_call("/grpc.health.v1.Health/Check", None), minute);
+        assert_eq!(d.for_call("/broker.v1.ObjectStore/GetObject", None), hour);
+        assert_eq!(d.for_call("/broker.v1.ObjectStore/PutObject", None), hour);
+        assert_eq!(d.for_call("/grpc.health.v1.Health/Watch", None), None);
+        assert_eq!(
+            d.for_call("/broker.v1.Database/Query", Some(Duration::from_secs(5))),
+            Some(Duration::from_secs(5)),
+            "the client's own deadline wins"
+        );
+        assert_eq!(
+            d.for_call(
+                "/broker.v1.ObjectStore/GetObject",
+                Some(Duration::from_secs(36_000))
+            ),
+            Some(Duration::from_secs(7200)),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn every_streaming_method_has_a_stream_shape() {
+        use prost::Message;
+        for set in [
+            crate::proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let set = prost_types::FileDescriptorSet::decode(set).unwrap();
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        let path =
+                            format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                        let streams = method.client_streaming() || method.server_streaming();
+                        assert_eq!(
+                            streams,
+                            Shape::of(&path) != Shape::Unary,
+                            "{path}: add it to Shape::of"
+                        );
+                        if method.server_streaming() {
+                            assert!(Shape::of(&path).streams_response(), "{path}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_stream_ends_with_deadline_exceeded_at_the_deadline() {
+        use http_body_util::BodyExt;
+        let endless = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"chunk")), ()))
+        });
+        let mut body = DeadlineBody {
+            inner: Some(Body::from_stream(endless)),
+            deadline: Box::pin(tokio::time::sleep(Duration::from_millis(350))),
+            timeout: Duration::from_millis(350),
+        };
+        let mut chunks = 0;
+        let trailers = loop {
+            let frame = body.frame().await.expect("a frame").unwrap();
+            match frame.into_data() {
+                Ok(_) => chunks += 1,
+                Err(frame) => break frame.into_trailers().unwrap(),
+            }
+        };
+        assert_eq!(chunks, 3);
+        assert_eq!(trailers["grpc-status"], "4");
+        assert!(body.frame().await.is_none(), "nothing after the trailers");
     }
 
     #[tokio::test(start_paused = true)]

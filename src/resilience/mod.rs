@@ -45,6 +45,19 @@ pub struct ResilienceConfig {
     /// Requests one caller may have in flight at once; beyond, RESOURCE_EXHAUSTED.
     #[arg(long, env = "BROKER_MAX_IN_FLIGHT_PER_CALLER", default_value_t = 256)]
     pub max_in_flight_per_caller: usize,
+
+    /// Deadline of a unary call whose client sent no grpc-timeout.
+    #[arg(long, env = "BROKER_DEFAULT_DEADLINE", default_value = "60s", value_parser = parse_duration)]
+    pub default_deadline: Duration,
+
+    /// Deadline of a GetObject or PutObject stream whose client sent no
+    /// grpc-timeout (an hour moves 1 GiB at 300 KB/s).
+    #[arg(long, env = "BROKER_STREAM_DEADLINE", default_value = "1h", value_parser = parse_duration)]
+    pub stream_deadline: Duration,
+
+    /// Longest deadline a client may ask for; a longer grpc-timeout is lowered to it.
+    #[arg(long, env = "BROKER_MAX_DEADLINE", default_value = "1h", value_parser = parse_duration)]
+    pub max_deadline: Duration,
 }
 
 impl ResilienceConfig {
@@ -60,7 +73,25 @@ impl ResilienceConfig {
                 "BROKER_MAX_IN_FLIGHT and BROKER_MAX_IN_FLIGHT_PER_CALLER must be at least 1"
             );
         }
+        if self.default_deadline.is_zero() || self.stream_deadline.is_zero() {
+            anyhow::bail!("BROKER_DEFAULT_DEADLINE and BROKER_STREAM_DEADLINE must be positive");
+        }
+        if self.default_deadline.max(self.stream_deadline) > self.max_deadline {
+            anyhow::bail!(
+                "BROKER_MAX_DEADLINE ({:?}) is shorter than BROKER_DEFAULT_DEADLINE or BROKER_STREAM_DEADLINE",
+                self.max_deadline
+            );
+        }
         Ok(())
+    }
+
+    /// The deadline layer's settings.
+    pub fn deadlines(&self) -> deadline::Deadlines {
+        deadline::Deadlines {
+            unary: self.default_deadline,
+            stream: self.stream_deadline,
+            max: self.max_deadline,
+        }
     }
 }
 
@@ -76,6 +107,8 @@ pub trait BackendError: std::fmt::Display {
     }
     /// The error for a call refused by an open breaker.
     fn unavailable(message: String) -> Self;
+    /// The error for an attempt still unanswered at the call's deadline.
+    fn deadline_exceeded(message: String) -> Self;
 }
 
 /// Whether a call may safely run twice.
@@ -112,7 +145,9 @@ impl Guard {
 
     /// Runs `attempt` under the breaker, retrying transient failures of
     /// idempotent calls with backoff while the budget and the call's
-    /// deadline allow.
+    /// deadline allow. Each attempt runs under the time left before the
+    /// deadline: one still unanswered then counts against the breaker (a
+    /// hung backend must open it) and ends the call with DEADLINE_EXCEEDED.
     pub async fn call<T, E, F, Fut>(
         &self,
         operation: &str,
@@ -127,28 +162,40 @@ impl Guard {
         self.budget.deposit();
         let mut tries: u32 = 0;
         loop {
-            if !self.breaker.permits() {
+            let Some(permit) = self.breaker.try_acquire() else {
                 return Err(E::unavailable(format!(
                     "{} circuit breaker is open after repeated failures; calls fail fast until a trial call succeeds",
                     self.backend
                 )));
-            }
+            };
             let started = tokio::time::Instant::now();
-            let result = attempt().await;
+            let outcome = match deadline::remaining() {
+                Some(left) => tokio::time::timeout(left, attempt()).await.ok(),
+                None => Some(attempt().await),
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            let Some(result) = outcome else {
+                metrics().backend_call(self.backend, operation, false, elapsed);
+                permit.failure();
+                tracing::debug!(
+                    backend = self.backend,
+                    operation,
+                    "backend call still unanswered at the deadline"
+                );
+                return Err(E::deadline_exceeded(format!(
+                    "{} did not answer {operation} before the call's deadline",
+                    self.backend
+                )));
+            };
             let transient = matches!(&result, Err(e) if e.is_transient());
             let failing = matches!(&result, Err(e) if e.trips_breaker());
-            metrics().backend_call(
-                self.backend,
-                operation,
-                result.is_ok(),
-                started.elapsed().as_secs_f64(),
-            );
+            metrics().backend_call(self.backend, operation, result.is_ok(), elapsed);
             // Only an unreachable backend counts against the breaker: "not
             // found" or a syntax error is the backend working as it should.
             if failing {
-                self.breaker.failure()
+                permit.failure()
             } else {
-                self.breaker.success()
+                permit.success()
             }
             let Err(error) = result else { return result };
             if transient {
@@ -182,10 +229,11 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug)]
+    #[derive(Debug, PartialEq)]
     enum TestError {
         Down,
         Answer,
+        Late,
     }
 
     impl std::fmt::Display for TestError {
@@ -201,6 +249,9 @@ mod tests {
         fn unavailable(_: String) -> Self {
             TestError::Down
         }
+        fn deadline_exceeded(_: String) -> Self {
+            TestError::Late
+        }
     }
 
     fn config() -> ResilienceConfig {
@@ -212,6 +263,9 @@ mod tests {
             retry_max_delay: Duration::from_secs(1),
             max_in_flight: 10,
             max_in_flight_per_caller: 10,
+            default_deadline: Duration::from_secs(60),
+            stream_deadline: Duration::from_secs(3600),
+            max_deadline: Duration::from_secs(3600),
         }
     }
 
@@ -279,11 +333,14 @@ mod tests {
         for _ in 0..20 {
             failing(&guard, Idempotency::Once, || TestError::Answer).await;
         }
-        assert!(guard.breaker.permits());
+        assert!(guard.breaker.try_acquire().is_some());
         for _ in 0..5 {
             failing(&guard, Idempotency::Once, || TestError::Down).await;
         }
-        assert!(!guard.breaker.permits(), "five transient failures open it");
+        assert!(
+            guard.breaker.try_acquire().is_none(),
+            "five transient failures open it"
+        );
         assert_eq!(
             failing(&guard, Idempotency::Idempotent, || TestError::Answer)
                 .await
@@ -291,5 +348,73 @@ mod tests {
             0,
             "open: no call made"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_unanswered_at_the_deadline_open_the_breaker() {
+        let guard = Guard::new("test", &config());
+        for _ in 0..5 {
+            let calls = AtomicU32::new(0);
+            let result: Result<(), TestError> = deadline::scope(
+                Duration::from_secs(2),
+                guard.call("op", Idempotency::Idempotent, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending()
+                }),
+            )
+            .await;
+            assert_eq!(result, Err(TestError::Late));
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "a timeout is not retried");
+        }
+        assert!(
+            guard.breaker.try_acquire().is_none(),
+            "five timeouts in a row open it"
+        );
+    }
+
+    #[test]
+    fn half_open_lets_one_trial_through_and_refuses_the_rest_at_once() {
+        failsafe::clock::freeze(|clock| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let guard = Guard::new("test", &config());
+            runtime.block_on(async {
+                for _ in 0..5 {
+                    failing(&guard, Idempotency::Once, || TestError::Down).await;
+                }
+            });
+            clock.advance(Duration::from_secs(61));
+            runtime.block_on(async {
+                let trial = guard.call("op", Idempotency::Once, || async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok::<_, TestError>("trial")
+                });
+                let others = async {
+                    // Polled after the trial started: refused without a call.
+                    tokio::task::yield_now().await;
+                    let mut refused = 0;
+                    for _ in 0..3 {
+                        let (calls, _) =
+                            failing(&guard, Idempotency::Idempotent, || TestError::Answer).await;
+                        assert_eq!(calls, 0);
+                        refused += 1;
+                    }
+                    refused
+                };
+                let (trial, refused) = tokio::join!(trial, others);
+                assert_eq!(trial, Ok("trial"));
+                assert_eq!(refused, 3);
+                assert_eq!(
+                    failing(&guard, Idempotency::Once, || TestError::Answer)
+                        .await
+                        .0,
+                    1,
+                    "the good trial closed it"
+                );
+            });
+        });
     }
 }
