@@ -2,7 +2,7 @@
 //! environment variables. Everything is validated here, once, at start-up:
 //! a bad value stops the broker with a message that names the variable.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, fmt, net::SocketAddr, time::Duration};
 
 use clap::{Args, ValueEnum};
 
@@ -411,7 +411,15 @@ impl ServeConfig {
             #[command(flatten)]
             config: ServeConfig,
         }
-        Ok(<Wrapper as clap::Parser>::try_parse_from(["broker"])?.config)
+        <Wrapper as clap::Parser>::try_parse_from(["broker"])
+            .map(|wrapper| wrapper.config)
+            .map_err(|e| {
+                let e = name_env_vars(e, &<Wrapper as clap::CommandFactory>::command());
+                // The message alone: a usage line for flags nobody typed would mislead.
+                let text = e.render().to_string();
+                let message = text.split("\n\n").next().unwrap_or_default();
+                anyhow::anyhow!("{}", message.trim_start_matches("error: ").trim_end())
+            })
     }
 
     /// The TLS server configuration, when BROKER_TLS_CERT is set.
@@ -443,4 +451,39 @@ impl ServeConfig {
 /// Parses durations such as `500ms`, `5s` or `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
+}
+
+/// Names the environment variable beside the flag in clap's errors
+/// (`invalid value 'x' for '--addr <ADDR> [env: BROKER_ADDR]'`): in a
+/// container the bad value almost always came from the environment, and clap
+/// alone names only the flag. `command` is the (sub)command that was parsed.
+pub fn name_env_vars(mut error: clap::Error, command: &clap::Command) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    // Only a built command renders its arguments as clap's messages do.
+    let mut command = command.clone();
+    command.build();
+    let variables: HashMap<String, String> = command
+        .get_arguments()
+        .filter_map(|arg| {
+            Some((
+                arg.to_string(),
+                arg.get_env()?.to_string_lossy().into_owned(),
+            ))
+        })
+        .collect();
+    let named = |arg: &String| match variables.get(arg) {
+        Some(variable) => format!("{arg} [env: {variable}]"),
+        None => arg.clone(),
+    };
+    for kind in [ContextKind::InvalidArg, ContextKind::PriorArg] {
+        let value = match error.get(kind) {
+            Some(ContextValue::String(arg)) => ContextValue::String(named(arg)),
+            Some(ContextValue::Strings(args)) => {
+                ContextValue::Strings(args.iter().map(named).collect())
+            }
+            _ => continue,
+        };
+        error.insert(kind, value);
+    }
+    error
 }

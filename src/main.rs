@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use resource_broker::{
-    config::ServeConfig, dev::DevArgs, healthcheck, server, shutdown, telemetry,
+    config::{self, ServeConfig},
+    dev::DevArgs,
+    healthcheck, server, shutdown, telemetry,
 };
 use tokio::net::TcpListener;
 
@@ -58,9 +60,13 @@ enum AuditCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(healthcheck::normalize_args(std::env::args())) {
+    let args = healthcheck::normalize_args(std::env::args());
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
+            let command = Cli::command();
+            let parsed = args.get(1).and_then(|name| command.find_subcommand(name));
+            let e = config::name_env_vars(e, parsed.unwrap_or(&command));
             let _ = e.print();
             return if e.use_stderr() {
                 ExitCode::from(healthcheck::exit::INVALID_ARGUMENTS)

@@ -44,6 +44,8 @@ pub struct DevArgs {
 
 /// Runs the development broker until `shutdown` resolves.
 pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    // The environment's other settings apply too: check them before starting anything.
+    let mut config = ServeConfig::from_env()?;
     crate::object_store::validate_bucket(&args.bucket)?;
     let objects_dir = args.data_dir.join("s3");
     std::fs::create_dir_all(objects_dir.join(&args.bucket))?;
@@ -62,7 +64,6 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> an
         }
     };
 
-    let mut config = ServeConfig::from_env()?;
     config.addr = args.addr;
     config.postgres.database_url = Some(database_url);
     config.s3.s3_bucket = Some(args.bucket.clone());
