@@ -6,7 +6,7 @@
 use std::{error::Error, fmt::Write as _};
 
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime};
+use chrono::{DateTime, NaiveTime};
 use postgres_protocol::types as wire;
 use postgres_types::{Format, FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use serde_json::Value as Json;
@@ -279,18 +279,48 @@ fn numeric_text(raw: &[u8]) -> Result<String, BoxError> {
     Ok(text)
 }
 
+/// date in PostgreSQL's ISO text form (`2024-03-01`, `0044-03-15 BC`),
+/// from days since 2000-01-01, over its whole range (4713 BC to 5874897 AD).
 fn date_text(days: i32) -> Result<String, BoxError> {
     match days {
         i32::MAX => Ok("infinity".into()),
         i32::MIN => Ok("-infinity".into()),
         days => {
-            let epoch = NaiveDate::from_ymd_opt(2000, 1, 1).ok_or("bad epoch")?;
-            let date = epoch
-                .checked_add_signed(Duration::days(days.into()))
-                .ok_or("date out of range")?;
-            Ok(date.format("%Y-%m-%d").to_string())
+            let (year, month, day) = civil_from_julian(i64::from(days) + POSTGRES_EPOCH_JDATE);
+            // PostgreSQL has no year 0: astronomical year 0 is 1 BC.
+            Ok(if year > 0 {
+                format!("{year:04}-{month:02}-{day:02}")
+            } else {
+                format!("{:04}-{month:02}-{day:02} BC", 1 - year)
+            })
         }
     }
+}
+
+/// The Julian day number of 2000-01-01, PostgreSQL's date epoch.
+const POSTGRES_EPOCH_JDATE: i64 = 2_451_545;
+
+/// Proleptic Gregorian (astronomical year, month, day) of a Julian day
+/// number: PostgreSQL's `j2date`.
+fn civil_from_julian(jd: i64) -> (i64, i64, i64) {
+    let mut julian = jd + 32_044;
+    let mut quad = julian / 146_097;
+    let extra = (julian - quad * 146_097) * 4 + 3;
+    julian += 60 + quad * 3 + extra / 146_097;
+    quad = julian / 1461;
+    julian -= quad * 1461;
+    let mut y = julian * 4 / 1461;
+    julian = if y != 0 {
+        (julian + 305) % 365
+    } else {
+        (julian + 306) % 366
+    } + 123;
+    y += quad * 4;
+    let year = y - 4800;
+    quad = julian * 2141 / 65_536;
+    let day = julian - 7834 * quad / 256;
+    let month = (quad + 10) % 12 + 1;
+    (year, month, day)
 }
 
 fn time_text(micros: i64) -> Result<String, BoxError> {
@@ -317,14 +347,20 @@ fn timetz_text(raw: &[u8]) -> Result<String, BoxError> {
     // PostgreSQL stores the offset in seconds west of UTC.
     let east = -wire::int4_from_sql(zone)?;
     let sign = if east < 0 { '-' } else { '+' };
-    let (hours, rest) = (east.abs() / 3600, east.abs() % 3600);
+    let (hours, minutes, seconds) = (east.abs() / 3600, east.abs() / 60 % 60, east.abs() % 60);
     let mut text = format!("{}{sign}{hours:02}", time_text(micros)?);
-    if rest != 0 {
-        write!(text, ":{:02}", rest / 60)?;
+    if seconds != 0 {
+        write!(text, ":{minutes:02}:{seconds:02}")?;
+    } else if minutes != 0 {
+        write!(text, ":{minutes:02}")?;
     }
     Ok(text)
 }
 
+/// interval in PostgreSQL's default output style (`IntervalStyle =
+/// postgres`), as its `EncodeInterval` writes it: `1 year 2 mons 3 days
+/// 04:05:06`, where a field that follows a negative one carries an explicit
+/// sign (`-1 days +02:00:00`).
 fn interval_text(raw: &[u8]) -> Result<String, BoxError> {
     if raw.len() != 16 {
         return Err("bad interval".into());
@@ -332,20 +368,29 @@ fn interval_text(raw: &[u8]) -> Result<String, BoxError> {
     let micros = i64::from_be_bytes(raw[0..8].try_into()?);
     let days = i32::from_be_bytes(raw[8..12].try_into()?);
     let months = i32::from_be_bytes(raw[12..16].try_into()?);
-    let mut parts = Vec::new();
-    let plural = |n: i32, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    let (years, months) = (months / 12, months % 12);
-    if years != 0 {
-        parts.push(plural(years, "year"));
+    let mut text = String::new();
+    // Whether the field written last was negative: the next one then gets
+    // a `+` when positive.
+    let mut after_negative = false;
+    for (value, unit) in [(months / 12, "year"), (months % 12, "mon"), (days, "day")] {
+        if value == 0 {
+            continue;
+        }
+        let space = if text.is_empty() { "" } else { " " };
+        let plus = if after_negative && value > 0 { "+" } else { "" };
+        let plural = if value == 1 { "" } else { "s" };
+        write!(text, "{space}{plus}{value} {unit}{plural}")?;
+        after_negative = value < 0;
     }
-    if months != 0 {
-        parts.push(plural(months, "mon"));
-    }
-    if days != 0 {
-        parts.push(plural(days, "day"));
-    }
-    if micros != 0 || parts.is_empty() {
-        let sign = if micros < 0 { "-" } else { "" };
+    if micros != 0 || text.is_empty() {
+        let space = if text.is_empty() { "" } else { " " };
+        let sign = if micros < 0 {
+            "-"
+        } else if after_negative {
+            "+"
+        } else {
+            ""
+        };
         let total = micros.unsigned_abs();
         let (hours, minutes, seconds, fraction) = (
             total / 3_600_000_000,
@@ -353,14 +398,13 @@ fn interval_text(raw: &[u8]) -> Result<String, BoxError> {
             total / 1_000_000 % 60,
             total % 1_000_000,
         );
-        let mut time = format!("{sign}{hours:02}:{minutes:02}:{seconds:02}");
+        write!(text, "{space}{sign}{hours:02}:{minutes:02}:{seconds:02}")?;
         if fraction != 0 {
-            write!(time, ".{fraction:06}")?;
-            time = time.trim_end_matches('0').to_owned();
+            let digits = format!("{fraction:06}");
+            write!(text, ".{}", digits.trim_end_matches('0'))?;
         }
-        parts.push(time);
     }
-    Ok(parts.join(" "))
+    Ok(text)
 }
 
 fn uuid_text(bytes: [u8; 16]) -> String {
@@ -437,10 +481,57 @@ mod tests {
             interval_text(&raw(3_723_500_000, 3, 14)).unwrap(),
             "1 year 2 mons 3 days 01:02:03.5"
         );
+        // Expected texts as psql prints them (IntervalStyle postgres).
+        let hour = 3_600_000_000;
+        for (micros, days, months, expected) in [
+            (-60_000_000, -1, 0, "-1 days -00:01:00"),
+            (2 * hour, -1, 0, "-1 days +02:00:00"),
+            (-2 * hour, 1, 0, "1 day -02:00:00"),
+            (4 * hour, -3, 10, "10 mons -3 days +04:00:00"),
+            (-4 * hour, -3, -14, "-1 years -2 mons -3 days -04:00:00"),
+            (-hour, 1, -12, "-1 years +1 day -01:00:00"),
+            (0, 2, -3, "-3 mons +2 days"),
+            (0, 0, 11, "11 mons"),
+            (0, -1, 0, "-1 days"),
+            (-1_500_000, 0, 0, "-00:00:01.5"),
+            (-500_000, 1, 0, "1 day -00:00:00.5"),
+        ] {
+            assert_eq!(interval_text(&raw(micros, days, months)).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn dates_render_like_postgres_including_bc() {
+        // Days since 2000-01-01 and the text psql prints for them.
+        for (days, expected) in [
+            (8825, "2024-02-29"),
+            (-1, "1999-12-31"),
+            (-730_119, "0001-01-01"),
+            (-730_485, "0001-01-01 BC"),
+            (-730_850, "0002-01-01 BC"),
+            (-746_117, "0044-03-15 BC"),
+            (-2_451_507, "4713-01-01 BC"),
+            (2_921_940, "10000-01-01"),
+            (2_145_031_948, "5874897-12-31"),
+            (i32::MAX, "infinity"),
+            (i32::MIN, "-infinity"),
+        ] {
+            assert_eq!(date_text(days).unwrap(), expected, "{days}");
+        }
+    }
+
+    #[test]
+    fn time_zones_render_like_postgres() {
+        let raw = |micros: i64, west: i32| {
+            [micros.to_be_bytes().as_slice(), &west.to_be_bytes()].concat()
+        };
+        let ten = 10 * 3_600_000_000;
+        assert_eq!(timetz_text(&raw(ten, -19_800)).unwrap(), "10:00:00+05:30");
         assert_eq!(
-            interval_text(&raw(-60_000_000, -1, 0)).unwrap(),
-            "-1 days -00:01:00"
+            timetz_text(&raw(ten, -19_815)).unwrap(),
+            "10:00:00+05:30:15"
         );
+        assert_eq!(timetz_text(&raw(ten, 10_800)).unwrap(), "10:00:00-03");
     }
 
     #[test]
