@@ -1,9 +1,12 @@
-//! The audit trail: one record per broker.v1 call (who, what, which key or
-//! statement fingerprint, outcome, duration), apart from the operational
-//! logs. Records go to `BROKER_AUDIT_LOG` as JSON lines, optionally
-//! hash-chained so that an edited or deleted record is detectable
-//! (`broker audit verify FILE`), or, without a file, to the `audit` log
-//! target.
+//! The audit trail: one record per broker.v1 call (who, from where, what,
+//! which key or statement fingerprint, outcome, duration), apart from the
+//! operational logs. Records go to `BROKER_AUDIT_LOG` as JSON lines,
+//! optionally hash-chained so that an edited, deleted or reordered record is
+//! detectable (`broker audit verify FILE`), or, without a file, to the
+//! `audit` log target. The chain cannot show that the *end* of the file was
+//! cut off (the shorter file is still a valid chain): compare the last hash
+//! with one kept elsewhere, or ship the records off the host as they are
+//! written.
 
 use std::{
     fs::{File, OpenOptions},
@@ -22,12 +25,18 @@ pub struct CallFacts(Arc<Mutex<Facts>>);
 #[derive(Debug, Default, Clone)]
 struct Facts {
     agent: Option<String>,
+    peer: Option<String>,
     target: Option<String>,
 }
 
 impl CallFacts {
     pub fn set_agent(&self, agent: &str) {
         self.lock().agent = Some(agent.to_owned());
+    }
+
+    /// The network address of the caller (`IP:port`).
+    pub fn set_peer(&self, peer: String) {
+        self.lock().peer = Some(peer);
     }
 
     /// The object (`bucket/key`, `bucket/prefix*`) or statement fingerprint.
@@ -74,6 +83,10 @@ pub struct Record {
     pub time: String,
     pub request_id: String,
     pub agent: String,
+    /// `IP:port` of the caller's connection (for `/call_tool` and MCP, the
+    /// HTTP client's); `in-process` for calls with none (stdio, direct mode).
+    #[serde(default)]
+    pub peer: String,
     pub method: String,
     pub target: String,
     pub outcome: String,
@@ -128,11 +141,16 @@ impl AuditLog {
         outcome: &str,
         duration_ms: f64,
     ) {
-        let Facts { agent, target } = facts.lock().clone();
+        let Facts {
+            agent,
+            peer,
+            target,
+        } = facts.lock().clone();
         let mut record = Record {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             request_id: request_id.to_owned(),
             agent: agent.unwrap_or_else(|| "unauthenticated".into()),
+            peer: peer.unwrap_or_else(|| "in-process".into()),
             method: method.to_owned(),
             target: target.unwrap_or_default(),
             outcome: outcome.to_owned(),
@@ -141,7 +159,7 @@ impl AuditLog {
             hash: None,
         };
         let Some(file) = &self.file else {
-            tracing::info!(target: "audit", request_id, agent = %record.agent, method, target = %record.target, outcome, duration_ms, "audit");
+            tracing::info!(target: "audit", request_id, agent = %record.agent, peer = %record.peer, method, target = %record.target, outcome, duration_ms, "audit");
             return;
         };
         let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
@@ -230,6 +248,7 @@ mod tests {
         for key in ["a", "b", "c"] {
             let facts = CallFacts::default();
             facts.set_agent("extractor");
+            facts.set_peer("192.0.2.1:4000".into());
             facts.set_target(format!("bucket/{key}"));
             log.write(&facts, "req", "/broker.v1.ObjectStore/GetObject", "Ok", 1.5);
         }
@@ -241,6 +260,15 @@ mod tests {
         let path = dir.path().join("audit.log");
         write_three(&path);
         assert_eq!(verify(&path).unwrap(), 3);
+        let first: Record = serde_json::from_str(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first.peer, "192.0.2.1:4000");
         // Reopening continues the chain.
         write_three(&path);
         assert_eq!(verify(&path).unwrap(), 6);

@@ -119,18 +119,16 @@ async fn main() -> ExitCode {
         },
         Command::Token { agent } => {
             let token = resource_broker::auth::token::generate();
-            println!(
-                "token (give to the agent as BROKER_TOKEN; it is not stored anywhere):\n  {token}\n"
-            );
-            println!("policy entry (BROKER_POLICY_FILE):\n");
-            println!("[agents.{agent}]");
-            println!(
-                "token_sha256 = \"{}\"",
-                resource_broker::auth::token::hash(&token)
-            );
-            println!("object_store = {{ access = \"read\", prefixes = [\"incoming/\"] }}");
-            println!("database     = {{ access = \"read\" }}");
-            return ExitCode::SUCCESS;
+            match resource_broker::auth::token::policy_entry(&agent, &token) {
+                Ok(entry) => {
+                    println!(
+                        "token (give to the agent as BROKER_TOKEN; it is not stored anywhere):\n  {token}\n"
+                    );
+                    println!("policy entry (BROKER_POLICY_FILE):\n\n{entry}");
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => Err(e),
+            }
         }
     };
     match result {

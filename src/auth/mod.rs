@@ -1,8 +1,10 @@
 //! Who may touch what. Every broker.v1 call is authenticated (bearer token
 //! or client certificate name) and checked against the policy here, once:
 //! the method against the agent's service grant in the layer, keys and
-//! buckets against its prefixes in [`Caller::check_object`]. Health and
-//! reflection stay open. Without a policy file the broker runs open.
+//! buckets against its prefixes in [`Caller::check_object`]. Deny by
+//! default: a broker.v1 method without a [`requirement`] is refused to
+//! everyone. Health and reflection stay open. Without a policy file the
+//! broker runs open.
 
 pub mod policy;
 pub mod token;
@@ -128,6 +130,7 @@ impl Auth {
         let policy = match path {
             Some(path) => {
                 let policy = Policy::load(path)?;
+                warn_about(&policy);
                 tracing::info!(path = %path.display(), agents = policy.agents.len(), "access policy loaded");
                 Some(Arc::new(policy))
             }
@@ -152,10 +155,16 @@ impl Auth {
             return Ok(());
         };
         let policy = Policy::load(path)?;
+        warn_about(&policy);
         let agents = policy.agents.len();
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(policy));
         tracing::info!(path = %path.display(), agents, "access policy reloaded");
         Ok(())
+    }
+
+    /// Whether the broker runs without a policy (everyone may do everything).
+    pub fn is_open(&self) -> bool {
+        self.path.is_none()
     }
 
     /// Identifies the caller of a request from its headers and certificate.
@@ -244,9 +253,13 @@ pub async fn authenticate(
     if let Some(facts) = request.extensions().get::<crate::audit::CallFacts>() {
         facts.set_agent(&caller.agent);
     }
-    if let Some((resource, access)) = requirement(&path)
-        && !caller.may(resource, access)
-    {
+    let Some((resource, access)) = requirement(&path) else {
+        return Status::permission_denied(format!(
+            "{path} is not a method the access policy knows"
+        ))
+        .into_http();
+    };
+    if !caller.may(resource, access) {
         let verb = if access == Access::Write {
             "write to"
         } else {
@@ -259,9 +272,181 @@ pub async fn authenticate(
         ))
         .into_http();
     }
-    request
-        .extensions_mut()
-        .insert(CallerId(caller.agent.to_string()));
+    // Open mode has no agents: per-caller limits then fall back to the
+    // peer address, so one busy client does not starve the others.
+    if !auth.is_open() {
+        request
+            .extensions_mut()
+            .insert(CallerId(caller.agent.to_string()));
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// Logs what in a valid policy is probably a mistake.
+fn warn_about(policy: &Policy) {
+    for warning in policy.warnings() {
+        tracing::warn!("access policy: {warning}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::{Router, body::Body, middleware, routing::any};
+    use prost::Message;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::resilience::load_shed::PeerAddr;
+
+    /// Every method of every broker.v1 service in the compiled descriptor.
+    fn proto_methods() -> Vec<String> {
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set decodes");
+        set.file
+            .iter()
+            .filter(|file| file.package() == "broker.v1")
+            .flat_map(|file| {
+                file.service.iter().flat_map(move |service| {
+                    service.method.iter().map(move |method| {
+                        format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                    })
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_method_in_the_proto_has_a_requirement() {
+        let methods = proto_methods();
+        assert!(methods.len() >= 9, "{methods:?}");
+        for method in &methods {
+            assert!(requirement(method).is_some(), "{method} has no requirement");
+        }
+        assert_eq!(requirement("/broker.v1.ObjectStore/CopyObject"), None);
+    }
+
+    const TOKEN: &str = "test-token-0123456789";
+
+    fn policy_auth() -> (Auth, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[agents.reader]\ntoken_sha256 = \"{}\"\nobject_store = {{ access = \"read\" }}\n",
+                token::hash(TOKEN)
+            ),
+        )
+        .unwrap();
+        (Auth::from_file(Some(&path)).unwrap(), dir)
+    }
+
+    /// Runs `path` through the auth layer; the inner handler answers with
+    /// the caller id it was given (empty for none).
+    async fn through_layer(auth: Auth, path: &str) -> (Option<String>, String) {
+        let app = Router::new()
+            .route(
+                "/{*rest}",
+                any(|request: Request| async move {
+                    request
+                        .extensions()
+                        .get::<CallerId>()
+                        .map(|c| c.0.clone())
+                        .unwrap_or_default()
+                }),
+            )
+            .layer(middleware::from_fn_with_state(auth, authenticate));
+        let mut request = http::Request::builder()
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(PeerAddr("192.0.2.1:4000".parse().unwrap()));
+        let response = app.oneshot(request).await.unwrap();
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_method_without_a_requirement_is_denied() {
+        let (auth, _dir) = policy_auth();
+        let (status, caller) =
+            through_layer(auth.clone(), "/broker.v1.ObjectStore/HeadObject").await;
+        assert_eq!((status, caller.as_str()), (None, "reader"));
+        let (status, _) = through_layer(auth, "/broker.v1.ObjectStore/CopyObject").await;
+        assert_eq!(status.as_deref(), Some("7"), "PERMISSION_DENIED");
+        let (status, _) =
+            through_layer(Auth::from_file(None).unwrap(), "/broker.v1.Database/Vacuum").await;
+        assert_eq!(status.as_deref(), Some("7"), "open mode too");
+    }
+
+    #[tokio::test]
+    async fn open_mode_limits_callers_by_peer_not_as_one_agent() {
+        let (status, caller) =
+            through_layer(Auth::from_file(None).unwrap(), "/broker.v1.Database/Query").await;
+        assert_eq!(status, None);
+        assert_eq!(caller, "", "no agent id: the shedder uses the peer address");
+    }
+
+    /// Log lines written while `f` runs.
+    fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        (result, text)
+    }
+
+    #[test]
+    fn open_mode_says_so_loudly() {
+        let (auth, logs) = logs_of(|| Auth::from_file(None).unwrap());
+        assert!(auth.is_open());
+        assert!(logs.contains("WARN"), "{logs}");
+        assert!(logs.contains("NO ACCESS POLICY"), "{logs}");
+        assert!(logs.contains("BROKER_POLICY_FILE"), "{logs}");
+    }
+
+    #[test]
+    fn a_prefix_without_a_slash_is_warned_about_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(
+            &path,
+            "[agents.a]\nobject_store = { access = \"read\", prefixes = [\"incoming\"] }\n",
+        )
+        .unwrap();
+        let (auth, logs) = logs_of(|| Auth::from_file(Some(&path)).unwrap());
+        assert!(!auth.is_open());
+        assert!(logs.contains("WARN"), "{logs}");
+        assert!(logs.contains("\"incoming\""), "{logs}");
+        let (reloaded, logs) = logs_of(|| auth.reload());
+        reloaded.unwrap();
+        assert!(logs.contains("\"incoming\""), "reload warns too: {logs}");
+    }
 }

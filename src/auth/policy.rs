@@ -145,6 +145,29 @@ impl Policy {
         Ok(policy)
     }
 
+    /// What in this (valid) policy is probably a mistake: a prefix that
+    /// does not end in `/` is a plain string prefix, so `incoming` also
+    /// grants `incoming-secret/...`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .flat_map(|(name, grant)| {
+                grant
+                    .object_store
+                    .prefixes
+                    .iter()
+                    .filter(|p| !p.ends_with('/'))
+                    .map(move |prefix| {
+                        format!(
+                            "agents.{name}.object_store.prefixes: {prefix:?} does not end in '/', so it \
+                             also grants keys such as \"{prefix}-other/...\"; write \"{prefix}/\" to \
+                             grant one folder"
+                        )
+                    })
+            })
+            .collect()
+    }
+
     /// The agent whose token hashes to `sha256_hex`.
     pub fn by_token_hash(&self, sha256_hex: &str) -> Option<(&str, &Grant)> {
         self.agents
@@ -187,6 +210,18 @@ mod tests {
         assert_eq!(grant.object_store.prefixes, ["incoming/"]);
         assert_eq!(grant.database.access, Access::Read);
         assert_eq!(grant.token_expires, None);
+    }
+
+    #[test]
+    fn a_prefix_without_a_slash_is_flagged() {
+        let policy = Policy::parse(
+            "[agents.a]\nobject_store = { access = \"read\", prefixes = [\"incoming\", \"processed/\"] }",
+        )
+        .unwrap();
+        let warnings = policy.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("agents.a.object_store.prefixes"));
+        assert!(warnings[0].contains("\"incoming\""));
     }
 
     #[test]

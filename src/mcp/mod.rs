@@ -3,12 +3,14 @@
 //! stdio (`broker mcp-stdio`). Every tool call runs the `/call_tool` tool of
 //! the same name, which is a client of the in-process broker.v1 services:
 //! one implementation, three doorways, the same policy, limits, metrics,
-//! audit and error wording.
+//! audit and error wording. The HTTP endpoint is stateless (no MCP session
+//! kept in memory): the tools keep no state, so with several broker tasks
+//! behind one DNS name any task answers any request of a client.
 
 mod tools;
 
 use axum::Router;
-use http::HeaderMap;
+use http::{Extensions, HeaderMap, StatusCode};
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler, ServiceExt,
     model::{
@@ -19,15 +21,15 @@ use rmcp::{
     },
     service::RequestContext,
     transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+        StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager,
     },
 };
 use serde_json::{Value, json};
 
 use crate::{
-    auth::{self, Auth, Caller, PeerCertificateName},
+    auth::{self, Auth, Caller},
     server::InProcess,
-    web::call_tool::{self, ToolError},
+    web::call_tool::{self, Origin, ToolError},
 };
 
 const INSTRUCTIONS: &str = "resource-broker serves the company's document bucket (S3) and database \
@@ -40,17 +42,18 @@ s3://BUCKET/KEY and tables as postgres://DB/TABLE (their columns). You only see 
 token grants.";
 
 /// Objects listed as resources (the rest are reachable with s3_list_objects).
-const LISTED_OBJECTS: u32 = 200;
+const LISTED_OBJECTS: usize = 200;
 
 /// The MCP server: the in-process broker, the policy to decide which tools
-/// a caller sees, and headers to use when the transport has none (stdio).
+/// a caller sees, and the caller to assume when the transport carries none
+/// (stdio).
 #[derive(Clone)]
 pub struct BrokerMcp {
     grpc: InProcess,
     auth: Auth,
     database: String,
     bucket: String,
-    stdio_headers: HeaderMap,
+    stdio: Origin,
 }
 
 impl BrokerMcp {
@@ -60,7 +63,7 @@ impl BrokerMcp {
             auth,
             database,
             bucket,
-            stdio_headers: HeaderMap::new(),
+            stdio: Origin::default(),
         }
     }
 
@@ -70,73 +73,97 @@ impl BrokerMcp {
             let value = format!("Bearer {token}").parse().map_err(|_| {
                 anyhow::anyhow!("BROKER_TOKEN has characters a header cannot carry")
             })?;
-            self.stdio_headers
-                .insert(http::header::AUTHORIZATION, value);
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::AUTHORIZATION, value);
+            self.stdio = Origin::new(&headers, &Extensions::new());
         }
         Ok(self)
     }
 
-    /// The HTTP request's headers and client certificate name (stdio: the token).
-    fn request_identity(
-        &self,
-        context: &RequestContext<RoleServer>,
-    ) -> (HeaderMap, Option<String>) {
+    /// The caller of an MCP request: over HTTP its headers, peer address and
+    /// client certificate name; over stdio the configured token.
+    fn origin(&self, context: &RequestContext<RoleServer>) -> Origin {
         match context.extensions.get::<http::request::Parts>() {
-            Some(parts) => (
-                parts.headers.clone(),
-                parts
-                    .extensions
-                    .get::<PeerCertificateName>()
-                    .map(|n| n.0.clone()),
-            ),
-            None => (self.stdio_headers.clone(), None),
+            Some(parts) => Origin::from_parts(parts),
+            None => self.stdio.clone(),
         }
     }
 
-    fn caller(&self, headers: &HeaderMap, certificate: Option<&str>) -> Result<Caller, McpError> {
-        self.auth.identify(headers, certificate).map_err(|status| {
-            McpError::invalid_request(format!("UNAUTHENTICATED: {}", status.message()), None)
-        })
-    }
-
-    async fn run(
-        &self,
-        headers: &HeaderMap,
-        tool: &str,
-        arguments: Value,
-    ) -> Result<Value, ToolError> {
-        call_tool::run(self.grpc.clone(), headers, tool, Some(arguments)).await
-    }
-
-    async fn object_resources(&self, headers: &HeaderMap) -> Result<Vec<Resource>, ToolError> {
-        let listed = self
-            .run(headers, "s3_list_objects", json!({"limit": LISTED_OBJECTS}))
-            .await?;
-        Ok(listed["objects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| {
-                let key = o["key"].as_str()?;
-                let resource = Resource::new(format!("s3://{}/{key}", self.bucket), key.to_owned())
-                    .with_description("object in the documents bucket");
-                Some(match o["size"].as_u64() {
-                    Some(size) => resource.with_size(size),
-                    None => resource,
-                })
+    fn caller(&self, origin: &Origin) -> Result<Caller, McpError> {
+        self.auth
+            .identify(origin.headers(), origin.certificate())
+            .map_err(|status| {
+                McpError::invalid_request(format!("UNAUTHENTICATED: {}", status.message()), None)
             })
-            .collect())
     }
 
-    async fn table_resources(&self, headers: &HeaderMap) -> Result<Vec<Resource>, ToolError> {
+    async fn run(&self, origin: &Origin, tool: &str, arguments: Value) -> Result<Value, ToolError> {
+        call_tool::run(self.grpc.clone(), origin, tool, Some(arguments)).await
+    }
+
+    /// Objects under each prefix the caller's grant names (the whole bucket
+    /// when it names none), at most [`LISTED_OBJECTS`] in all.
+    async fn object_resources(
+        &self,
+        origin: &Origin,
+        caller: &Caller,
+    ) -> Result<Vec<Resource>, ToolError> {
+        let granted = &caller.grant.object_store.prefixes;
+        let prefixes: Vec<&str> = if granted.is_empty() {
+            vec![""]
+        } else {
+            granted.iter().map(String::as_str).collect()
+        };
+        let mut resources = Vec::new();
+        for prefix in prefixes {
+            let Some(limit) = LISTED_OBJECTS
+                .checked_sub(resources.len())
+                .filter(|n| *n > 0)
+            else {
+                break;
+            };
+            let listed = self
+                .run(
+                    origin,
+                    "s3_list_objects",
+                    json!({"prefix": prefix, "limit": limit}),
+                )
+                .await;
+            let Some(listed) = unless_denied(listed)? else {
+                continue;
+            };
+            resources.extend(
+                listed["objects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| {
+                        let key = o["key"].as_str()?;
+                        let resource =
+                            Resource::new(format!("s3://{}/{key}", self.bucket), key.to_owned())
+                                .with_description("object in the documents bucket");
+                        Some(match o["size"].as_u64() {
+                            Some(size) => resource.with_size(size),
+                            None => resource,
+                        })
+                    }),
+            );
+        }
+        Ok(resources)
+    }
+
+    async fn table_resources(&self, origin: &Origin) -> Result<Vec<Resource>, ToolError> {
         let tables = self
             .run(
-                headers,
+                origin,
                 "postgres_query",
                 json!({"query": "SELECT table_name FROM information_schema.tables \
                                  WHERE table_schema = 'public' ORDER BY table_name"}),
             )
-            .await?;
+            .await;
+        let Some(tables) = unless_denied(tables)? else {
+            return Ok(Vec::new());
+        };
         Ok(tables["rows"]
             .as_array()
             .into_iter()
@@ -155,7 +182,7 @@ impl BrokerMcp {
             .collect())
     }
 
-    async fn read(&self, headers: &HeaderMap, uri: &str) -> Result<ResourceContents, McpError> {
+    async fn read(&self, origin: &Origin, uri: &str) -> Result<ResourceContents, McpError> {
         let tool_error = |e: ToolError| McpError::invalid_params(e.message, None);
         if let Some(rest) = uri.strip_prefix("s3://") {
             let (bucket, key) = rest
@@ -163,7 +190,7 @@ impl BrokerMcp {
                 .ok_or_else(|| McpError::invalid_params("expected s3://BUCKET/KEY", None))?;
             let object = self
                 .run(
-                    headers,
+                    origin,
                     "s3_get_object",
                     json!({"bucket": bucket, "key": key}),
                 )
@@ -195,7 +222,7 @@ impl BrokerMcp {
             }
             let columns = self
                 .run(
-                    headers,
+                    origin,
                     "postgres_query",
                     json!({"query": "SELECT column_name, data_type, is_nullable, column_default \
                                      FROM information_schema.columns WHERE table_schema = 'public' \
@@ -219,6 +246,16 @@ impl BrokerMcp {
             format!("unknown resource {uri:?} (s3://BUCKET/KEY or postgres://DB/TABLE)"),
             None,
         ))
+    }
+}
+
+/// A listing's result, or `None` when the grant refuses it: a resource
+/// listing shows what the caller may see and skips the rest.
+fn unless_denied(result: Result<Value, ToolError>) -> Result<Option<Value>, ToolError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.status == StatusCode::FORBIDDEN => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -254,8 +291,7 @@ impl ServerHandler for BrokerMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let (headers, certificate) = self.request_identity(&context);
-        let caller = self.caller(&headers, certificate.as_deref())?;
+        let caller = self.caller(&self.origin(&context))?;
         let tools = tools::TOOLS
             .iter()
             .filter(|spec| permitted(&caller, spec))
@@ -275,10 +311,10 @@ impl ServerHandler for BrokerMcp {
                 None,
             ));
         };
-        let (headers, _) = self.request_identity(&context);
+        let origin = self.origin(&context);
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         // The gRPC layers decide (and word) a refusal, as for every doorway.
-        let result = match self.run(&headers, spec.name, arguments).await {
+        let result = match self.run(&origin, spec.name, arguments).await {
             Ok(value) => CallToolResult::structured(value),
             Err(error) => CallToolResult::error(vec![ContentBlock::text(error.message)]),
         };
@@ -290,19 +326,19 @@ impl ServerHandler for BrokerMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let (headers, certificate) = self.request_identity(&context);
-        let caller = self.caller(&headers, certificate.as_deref())?;
+        let origin = self.origin(&context);
+        let caller = self.caller(&origin)?;
         let mut resources = Vec::new();
         if caller.may(auth::Resource::ObjectStore, auth::policy::Access::Read) {
             resources.extend(
-                self.object_resources(&headers)
+                self.object_resources(&origin, &caller)
                     .await
                     .map_err(|e| McpError::internal_error(e.message, None))?,
             );
         }
         if caller.may(auth::Resource::Database, auth::policy::Access::Read) {
             resources.extend(
-                self.table_resources(&headers)
+                self.table_resources(&origin)
                     .await
                     .map_err(|e| McpError::internal_error(e.message, None))?,
             );
@@ -315,24 +351,29 @@ impl ServerHandler for BrokerMcp {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let (headers, _) = self.request_identity(&context);
-        let contents = self.read(&headers, &request.uri).await?;
+        let contents = self.read(&self.origin(&context), &request.uri).await?;
         Ok(ReadResourceResult::new(vec![contents]).into())
     }
 }
 
-/// The `/mcp` route (Streamable HTTP). Any Host is accepted (the broker
-/// runs behind service names); requests carrying a browser `Origin` are
-/// refused unless listed in `allowed_origins`, which stops DNS-rebinding
-/// pages from reaching a local broker.
+/// The `/mcp` route (Streamable HTTP), stateless: no session id, each
+/// request answered on its own (as JSON), so any broker task serves any
+/// request. Request bodies up to the `/call_tool` limit, which the 16 MiB
+/// object tools need. Any Host is accepted (the broker runs behind service
+/// names); requests carrying a browser `Origin` are refused unless listed
+/// in `allowed_origins`, which stops DNS-rebinding pages from reaching a
+/// local broker.
 pub fn router(server: BrokerMcp, allowed_origins: &[String]) -> Router {
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_allowed_origins(allowed_origins.iter().cloned())
-        .enforce_origin_validation();
+        .enforce_origin_validation()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_max_request_body_bytes(call_tool::MAX_REQUEST_BYTES);
     let service = StreamableHttpService::new(
         move || Ok(server.clone()),
-        LocalSessionManager::default().into(),
+        NeverSessionManager::default().into(),
         config,
     );
     Router::new().route_service("/mcp", service)

@@ -1,27 +1,31 @@
-//! The MCP tools: the seed's tool names, with JSON Schemas, annotations and
-//! the gRPC method each one calls (which decides who may see and use it).
+//! The MCP tools: the seed's tool names, with JSON Schemas for their
+//! arguments and their structured results, annotations and the gRPC method
+//! each one calls (which decides who may see and use it).
 
 use std::sync::Arc;
 
 use rmcp::model::{Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
-/// One tool: name, description, input schema, read-only or not, and the
-/// broker.v1 method whose grant it needs.
+/// One tool: name, description, input and output schemas, read-only or
+/// not, and the broker.v1 method whose grant it needs.
 pub struct ToolSpec {
     pub name: &'static str,
     pub description: &'static str,
     pub read_only: bool,
     pub method: &'static str,
     schema: fn() -> Value,
+    output: fn() -> Value,
 }
 
 impl ToolSpec {
     pub fn tool(&self) -> Tool {
-        let Value::Object(schema) = (self.schema)() else {
+        let (Value::Object(schema), Value::Object(output)) = ((self.schema)(), (self.output)())
+        else {
             unreachable!("schemas are objects")
         };
-        let mut tool = Tool::new(self.name, self.description, Arc::new(schema));
+        let mut tool = Tool::new(self.name, self.description, Arc::new(schema))
+            .with_raw_output_schema(Arc::new(output));
         tool.annotations = Some(
             ToolAnnotations::new()
                 .read_only(self.read_only)
@@ -34,6 +38,50 @@ impl ToolSpec {
 
 fn object(properties: Value, required: &[&str]) -> Value {
     json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// A result object: these keys at least (more may be added later).
+fn result(properties: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": properties, "required": required})
+}
+
+fn text() -> Value {
+    json!({"type": "string"})
+}
+
+fn integer() -> Value {
+    json!({"type": "integer", "minimum": 0})
+}
+
+fn time() -> Value {
+    json!({"type": ["string", "null"], "description": "RFC 3339, UTC"})
+}
+
+/// `get_object_metadata`'s result, which `s3_get_object` extends.
+fn object_info() -> serde_json::Map<String, Value> {
+    let Value::Object(properties) = json!({
+        "key": text(),
+        "size": {"type": "integer", "minimum": 0, "description": "Bytes"},
+        "etag": text(),
+        "content_type": text(),
+        "last_modified": time(),
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+    }) else {
+        unreachable!()
+    };
+    properties
+}
+
+/// Rows as objects keyed by column name, and the columns' PostgreSQL types.
+fn rows() -> serde_json::Map<String, Value> {
+    let Value::Object(properties) = json!({
+        "count": integer(),
+        "rows": {"type": "array", "items": {"type": "object", "description": "column name -> JSON value"}},
+        "columns": {"type": "array", "items": result(json!({"name": text(), "type": text()}), &["name", "type"])},
+    }) else {
+        unreachable!()
+    };
+    properties
 }
 
 fn bucket() -> Value {
@@ -61,6 +109,19 @@ pub const TOOLS: [ToolSpec; 7] = [
                 &[],
             )
         },
+        output: || {
+            result(
+                json!({
+                    "count": integer(),
+                    "objects": {"type": "array", "items": result(
+                        json!({"key": text(), "size": integer(), "etag": text(), "last_modified": time()}),
+                        &["key", "size", "etag", "last_modified"],
+                    )},
+                    "next_continuation_token": {"type": ["string", "null"], "description": "Pass back for the next page; null on the last"},
+                }),
+                &["count", "objects", "next_continuation_token"],
+            )
+        },
     },
     ToolSpec {
         name: "s3_get_object",
@@ -71,6 +132,28 @@ pub const TOOLS: [ToolSpec; 7] = [
             object(
                 json!({"key": {"type": "string"}, "bucket": bucket()}),
                 &["key"],
+            )
+        },
+        output: || {
+            let mut properties = object_info();
+            properties.insert("binary".into(), json!({"type": "boolean"}));
+            properties.insert("content".into(), json!({"type": ["string", "null"], "description": "The body when it is UTF-8 text"}));
+            properties.insert(
+                "content_base64".into(),
+                json!({"type": "string", "description": "The body, base64, when it is not UTF-8"}),
+            );
+            result(
+                Value::Object(properties),
+                &[
+                    "key",
+                    "size",
+                    "etag",
+                    "content_type",
+                    "last_modified",
+                    "metadata",
+                    "binary",
+                    "content",
+                ],
             )
         },
     },
@@ -92,6 +175,12 @@ pub const TOOLS: [ToolSpec; 7] = [
                 &["key"],
             )
         },
+        output: || {
+            result(
+                json!({"key": text(), "size": integer(), "etag": text()}),
+                &["key", "size", "etag"],
+            )
+        },
     },
     ToolSpec {
         name: "get_object_metadata",
@@ -102,6 +191,19 @@ pub const TOOLS: [ToolSpec; 7] = [
             object(
                 json!({"key": {"type": "string"}, "bucket": bucket()}),
                 &["key"],
+            )
+        },
+        output: || {
+            result(
+                Value::Object(object_info()),
+                &[
+                    "key",
+                    "size",
+                    "etag",
+                    "content_type",
+                    "last_modified",
+                    "metadata",
+                ],
             )
         },
     },
@@ -120,6 +222,17 @@ pub const TOOLS: [ToolSpec; 7] = [
                 &["query"],
             )
         },
+        output: || {
+            let mut properties = rows();
+            properties.insert(
+                "truncated".into(),
+                json!({"type": "boolean", "description": "More rows matched than max_rows"}),
+            );
+            result(
+                Value::Object(properties),
+                &["count", "rows", "columns", "truncated"],
+            )
+        },
     },
     ToolSpec {
         name: "postgres_execute",
@@ -132,6 +245,11 @@ pub const TOOLS: [ToolSpec; 7] = [
                 &["query"],
             )
         },
+        output: || {
+            let mut properties = rows();
+            properties.insert("rows_affected".into(), integer());
+            result(Value::Object(properties), &["rows_affected"])
+        },
     },
     ToolSpec {
         name: "postgres_init_schema",
@@ -139,6 +257,12 @@ pub const TOOLS: [ToolSpec; 7] = [
         read_only: false,
         method: "/broker.v1.Database/InitSchema",
         schema: || object(json!({}), &[]),
+        output: || {
+            result(
+                json!({"status": text(), "message": text(), "tables": {"type": "array", "items": text()}}),
+                &["status", "message", "tables"],
+            )
+        },
     },
 ];
 
@@ -165,6 +289,17 @@ mod tests {
             );
             let tool = spec.tool();
             assert_eq!(tool.input_schema.get("type"), Some(&json!("object")));
+            let output = tool.output_schema.expect("an output schema");
+            assert_eq!(output.get("type"), Some(&json!("object")));
+            for required in output["required"].as_array().unwrap() {
+                assert!(
+                    output["properties"]
+                        .get(required.as_str().unwrap())
+                        .is_some(),
+                    "{}: {required}",
+                    spec.name
+                );
+            }
             let annotations = tool.annotations.unwrap();
             assert_eq!(annotations.read_only_hint, Some(spec.read_only));
         }

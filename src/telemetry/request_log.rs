@@ -2,7 +2,8 @@
 //! new one) echoed in the response and attached to every log line of the
 //! call; the in-flight gauge; and, once the response has really ended (for
 //! gRPC, when the trailers with `grpc-status` go out after the last message
-//! of a stream), one log line and the request metrics.
+//! of a stream), one log line and the request metrics. Metrics are labelled
+//! by route (unknown paths as `other`), never by a raw URL path.
 
 use std::{
     pin::Pin,
@@ -25,7 +26,10 @@ use super::{
     metrics::{RequestLabels, metrics},
     tracing_export,
 };
-use crate::audit::{AuditLog, CallFacts};
+use crate::{
+    audit::{AuditLog, CallFacts},
+    resilience::load_shed::PeerAddr,
+};
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -54,11 +58,14 @@ pub async fn log_requests(
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        otel.name = %method,
+        otel.name = route_label(&method),
         otel.kind = "server",
     );
     tracing_export::join_caller_trace(&span, request.headers());
     let facts = CallFacts::default();
+    if let Some(PeerAddr(peer)) = request.extensions().get::<PeerAddr>() {
+        facts.set_peer(peer.to_string());
+    }
     request.extensions_mut().insert(facts.clone());
     let audited = method.starts_with("/broker.v1.");
     metrics().requests_in_flight.inc();
@@ -81,6 +88,27 @@ pub async fn log_requests(
         return response;
     }
     response.map(|body| Body::new(LoggedBody { inner: body, entry }))
+}
+
+/// The `method` label of a request: its gRPC method or HTTP route when the
+/// broker serves it, else `other`, so that made-up paths cannot grow the
+/// metric families (or span names) without bound.
+fn route_label(path: &str) -> &str {
+    const ROUTES: [&str; 8] = [
+        "/health",
+        "/metrics",
+        "/call_tool",
+        "/mcp",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ];
+    if ROUTES.contains(&path) || crate::auth::requirement(path).is_some() {
+        path
+    } else {
+        "other"
+    }
 }
 
 fn new_request_id() -> String {
@@ -137,7 +165,7 @@ impl Entry {
             audit.write(facts, request_id, &self.method, &code, duration_ms);
         }
         let labels = RequestLabels {
-            method: self.method.clone(),
+            method: route_label(&self.method).to_owned(),
             code,
         };
         metrics().requests.get_or_create(&labels).inc();
@@ -193,5 +221,32 @@ impl http_body::Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         self.entry.finish(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn unknown_paths_share_one_label() {
+        for known in [
+            "/broker.v1.Database/Query",
+            "/broker.v1.ObjectStore/GetObject",
+            "/grpc.health.v1.Health/Check",
+            "/call_tool",
+            "/health",
+            "/mcp",
+        ] {
+            assert_eq!(route_label(known), known);
+        }
+        for unknown in [
+            "/wp-admin/setup.php",
+            "/health/../../etc",
+            "/broker.v1.ObjectStore/Nope",
+            "/",
+        ] {
+            assert_eq!(route_label(unknown), "other", "{unknown}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The plain HTTP/1.1 doorway on the gRPC port: the seed's `GET /health`
-//! (for load balancers and unmigrated agents), its `POST /call_tool`, and a
-//! JSON 404 for the rest.
+//! (for load balancers and unmigrated agents), its `POST /call_tool`,
+//! `GET /metrics`, and JSON errors (404, 405) for the rest.
 
 pub mod call_tool;
 mod health;
@@ -8,9 +8,10 @@ mod metrics;
 
 use axum::{
     Json, Router,
-    extract::DefaultBodyLimit,
-    http::StatusCode,
-    response::IntoResponse,
+    extract::{DefaultBodyLimit, Request},
+    http::{StatusCode, header::ALLOW},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 
@@ -37,6 +38,33 @@ pub fn router(state: WebState) -> Router {
             post(call_tool::handler).layer(DefaultBodyLimit::max(call_tool::MAX_REQUEST_BYTES)),
         )
         .with_state(state)
+        .layer(middleware::from_fn(method_not_allowed_as_json))
+}
+
+/// A route called with the wrong method: 405 with `{"error"}` (and the
+/// `Allow` header) instead of axum's empty body, like every other error.
+async fn method_not_allowed_as_json(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let message = format!("method {method} is not allowed on {path} (allowed: {allowed})");
+    let mut json = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response();
+    if let Some(allow) = allow {
+        json.headers_mut().insert(ALLOW, allow);
+    }
+    json
 }
 
 /// Answers requests no route matched: gRPC clients get UNIMPLEMENTED, HTTP

@@ -24,7 +24,7 @@ impl ToolError {
         }
     }
 
-    /// 413: a body larger than `/call_tool` buffers.
+    /// 413: a body larger than a tool call buffers.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::PAYLOAD_TOO_LARGE,

@@ -81,7 +81,7 @@ pub async fn get(call: Call, arguments: Option<Value>) -> Result<Value, ToolErro
     };
     let too_large = || {
         ToolError::too_large(format!(
-            "object '{}' is {} bytes; /call_tool returns at most {MAX_OBJECT_BYTES} bytes \
+            "object '{}' is {} bytes; a tool call returns at most {MAX_OBJECT_BYTES} bytes \
              (use the streaming broker.v1.ObjectStore/GetObject)",
             info.key, info.size
         ))
@@ -152,7 +152,7 @@ pub async fn put(call: Call, arguments: Option<Value>) -> Result<Value, ToolErro
     };
     if body.len() > MAX_OBJECT_BYTES {
         return Err(ToolError::too_large(format!(
-            "the body is {} bytes; /call_tool writes at most {MAX_OBJECT_BYTES} bytes \
+            "the body is {} bytes; a tool call writes at most {MAX_OBJECT_BYTES} bytes \
              (use the streaming broker.v1.ObjectStore/PutObject)",
             body.len()
         )));
