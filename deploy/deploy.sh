@@ -20,7 +20,8 @@ waits until the ECS service is stable and every task is healthy.
                      deploy/README.md
   --stack NAME       stack name (default: ca-a2a-broker)
   --tag TAG          image tag (default: the git commit, plus
-                     -dirty-<timestamp> when the tree has changes)
+                     -dirty-<timestamp> when the sources have changes);
+                     a tag already in ECR is not built or pushed again
   --skip-build       do not build the image
   --skip-push        do not push the image (use one already in ECR)
   --region REGION    AWS region (default: \$AWS_REGION or eu-west-3)
@@ -114,6 +115,14 @@ if ! awsprobe ecr describe-repositories --repository-names "$BROKER_FAMILY"; the
     --image-scanning-configuration scanOnPush=true --image-tag-mutability IMMUTABLE >/dev/null
 fi
 
+# Tags are immutable: an image already pushed under this tag is reused.
+if [ "$SKIP_BUILD" = 0 ] || [ "$SKIP_PUSH" = 0 ]; then
+  if awsprobe ecr describe-images --repository-name "$BROKER_FAMILY" --image-ids "imageTag=$TAG"; then
+    log "$image is already in ECR: not building or pushing it again"
+    SKIP_BUILD=1
+    SKIP_PUSH=1
+  fi
+fi
 if [ "$SKIP_BUILD" = 0 ]; then
   log "building $image"
   # The task definition pins X86_64: build for it whatever this machine is.

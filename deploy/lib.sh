@@ -86,16 +86,20 @@ common_option() {
   esac
 }
 
+# What the image is built from (the Dockerfile's COPY sources).
+IMAGE_SOURCES=(Dockerfile .dockerignore Cargo.toml Cargo.lock build.rs proto src)
+
 # Prints the image tag for the source tree $1: its git commit, plus
-# -dirty-<UTC timestamp> when the tree has changes (ECR tags are immutable,
-# and the image of a dirty tree is not the commit's); a timestamp outside git.
+# -dirty-<UTC timestamp> when what the image is built from has changes,
+# committed or not (ECR tags are immutable, and such an image is not the
+# commit's); a timestamp outside git.
 image_tag() {
   local sha
   if ! sha="$(git -C "$1" rev-parse --short=12 HEAD 2>/dev/null)"; then
     date -u +%Y%m%d%H%M%S
     return 0
   fi
-  if [ -n "$(git -C "$1" status --porcelain 2>/dev/null)" ]; then
+  if [ -n "$(git -C "$1" status --porcelain -- "${IMAGE_SOURCES[@]}" 2>/dev/null)" ]; then
     printf '%s-dirty-%s\n' "$sha" "$(date -u +%Y%m%d%H%M%S)"
   else
     printf '%s\n' "$sha"

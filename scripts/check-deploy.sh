@@ -99,9 +99,11 @@ repo="$work/repo"
 git init -q "$repo" && git -C "$repo" -c user.name=t -c user.email=t@t commit -q --allow-empty -m init
 tag_of() { bash -c '. deploy/lib.sh && image_tag "$1"' tag_of "$1"; }
 [ "$(tag_of "$repo")" = "$(git -C "$repo" rev-parse --short=12 HEAD)" ] || fail "clean tree: tag is not the commit"
-touch "$repo/changed"
-[[ "$(tag_of "$repo")" =~ ^[0-9a-f]{12}-dirty-[0-9]{14}$ ]] || fail "dirty tree: tag $(tag_of "$repo") is not COMMIT-dirty-TIMESTAMP"
-ok "image tag: commit, -dirty-<timestamp> for a changed tree"
+touch "$repo/broker.params"
+[ "$(tag_of "$repo")" = "$(git -C "$repo" rev-parse --short=12 HEAD)" ] || fail "a file the image is not built from made the tag dirty"
+mkdir "$repo/src" && touch "$repo/src/new.rs"
+[[ "$(tag_of "$repo")" =~ ^[0-9a-f]{12}-dirty-[0-9]{14}$ ]] || fail "changed sources: tag $(tag_of "$repo") is not COMMIT-dirty-TIMESTAMP"
+ok "image tag: commit, -dirty-<timestamp> for changed sources"
 
 params="$work/params.env"
 printf '%s\n' 'VpcId=vpc-1' 'SubnetIds=subnet-a,subnet-b' 'AgentSecurityGroupId=sg-agents' \
@@ -116,6 +118,7 @@ expect_calls "deploy.sh: pre-flight, ECR, build, push, stack, wait, health" \
   "^aws --region eu-west-3 sts get-caller-identity" \
   "^aws .* ecr describe-repositories --repository-names ca-a2a-mcp-server" \
   "^aws .* ecr create-repository --repository-name ca-a2a-mcp-server" \
+  "^aws .* ecr describe-images --repository-name ca-a2a-mcp-server --image-ids imageTag=v1" \
   "^docker build --platform linux/amd64 --tag $image " \
   "^aws .* ecr get-login-password" \
   "^docker login --username AWS --password-stdin 123456789012.dkr.ecr.eu-west-3.amazonaws.com" \
@@ -124,6 +127,11 @@ expect_calls "deploy.sh: pre-flight, ECR, build, push, stack, wait, health" \
   "^aws .* ecs wait services-stable --cluster ca-a2a-cluster --services mcp-server" \
   "^aws .* ecs describe-tasks --cluster ca-a2a-cluster --tasks arn:task/1 arn:task/2"
 grep -q 'describe-stack-resource' "$FAKE_LOG" && fail "no service of that name yet, but deploy.sh asked who owns it"
+
+fresh
+FAKE_PUSHED_TAG=v1 deploy/deploy.sh --parameters "$params" --tag v1 >/dev/null 2>&1 || fail "deploy.sh of a pushed tag"
+grep -q '^docker' "$FAKE_LOG" && fail "deploy.sh rebuilt and pushed a tag already in ECR (tags are immutable)"
+expect_calls "deploy.sh: a tag already in ECR is deployed, not pushed again" "cloudformation deploy .*ImageUri=$image"
 
 fresh
 deploy/deploy.sh --parameters "$params" --tag v2 --skip-build --skip-push --region us-east-1 --profile prod >/dev/null 2>&1 \
