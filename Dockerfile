@@ -28,7 +28,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin broker \
-    && install -d -o 10001 -g 10001 -m 0700 /run/broker
+    && install -d -o broker -g broker -m 0700 /run/broker
 COPY --from=build /out/ /usr/local/bin/
 # Task-private files (the access policy the ECS init step writes for
 # BROKER_POLICY_FILE): a volume, so that Fargate's bind mount there keeps

@@ -65,7 +65,8 @@ case "$OPTION" in
     ;;
   2)
     if [ -z "$BROKER_SERVICE" ]; then
-      BROKER_SERVICE="$(stack_output ServiceName mcp-server)"
+      BROKER_SERVICE="$(stack_output ServiceName mcp-server)" \
+        || die "cannot read the ServiceName output of stack $STACK: pass --service"
       [ -n "$BROKER_SERVICE" ] && [ "$BROKER_SERVICE" != None ] \
         || die "stack $STACK has no ServiceName output: pass --service"
     fi

@@ -52,7 +52,8 @@ for agent in "${!TOKEN_SECRETS[@]}"; do
   [[ " ${AGENTS[*]} " == *" $agent "* ]] || die "--token-secret names $agent, which is not among --services"
 done
 if [ -z "$URL" ]; then
-  URL="$(stack_output BrokerUrl http://mcp-server.ca-a2a.local:8000)"
+  URL="$(stack_output BrokerUrl http://mcp-server.ca-a2a.local:8000)" \
+    || die "cannot read the BrokerUrl output of stack $STACK: deploy it first, or pass --url"
   [ -n "$URL" ] && [ "$URL" != None ] || die "stack $STACK has no BrokerUrl output: deploy it first, or pass --url"
 fi
 
