@@ -553,3 +553,168 @@ async fn init_schema_is_idempotent_and_concurrent_safe() {
     .unwrap_err();
     assert_eq!(duplicate.code(), Code::AlreadyExists);
 }
+
+async fn transaction(client: &mut Client, statements: &[&str]) -> Result<(), tonic::Status> {
+    client
+        .transaction(TransactionRequest {
+            statements: statements
+                .iter()
+                .map(|sql| ExecuteRequest {
+                    sql: (*sql).into(),
+                    params: vec![],
+                })
+                .collect(),
+        })
+        .await
+        .map(drop)
+}
+
+/// Errors the caller's SQL or data caused, beyond syntax and constraints:
+/// each gets its own code and PostgreSQL's message, never a hidden INTERNAL.
+#[tokio::test]
+async fn every_caller_caused_sql_error_has_its_code_and_postgres_message() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.database().await;
+    for sql in [
+        "CREATE TABLE t (i int PRIMARY KEY)",
+        "INSERT INTO t VALUES (1), (2)",
+        "CREATE VIEW positive AS SELECT * FROM t WHERE i > 0 WITH CHECK OPTION",
+        "CREATE SEQUENCE s",
+        "CREATE FUNCTION one_of_t(wanted int) RETURNS int LANGUAGE plpgsql AS \
+         $$DECLARE found int; BEGIN SELECT i INTO STRICT found FROM t WHERE i >= wanted; \
+         RETURN found; END$$",
+    ] {
+        execute(&mut client, sql, vec![]).await.unwrap();
+    }
+
+    let reads = [
+        (
+            "SELECT (SELECT 1 UNION SELECT 2)",
+            Code::InvalidArgument,
+            "more than one row returned by a subquery",
+        ),
+        ("SELECT 1 / 0", Code::InvalidArgument, "division by zero"),
+        (
+            "SELECT currval('s')",
+            Code::FailedPrecondition,
+            "not yet defined in this session",
+        ),
+        (
+            "SELECT one_of_t(3)",
+            Code::FailedPrecondition,
+            "query returned no rows",
+        ),
+        (
+            "SELECT one_of_t(1)",
+            Code::FailedPrecondition,
+            "query returned more than one row",
+        ),
+    ];
+    for (sql, code, message) in reads {
+        let err = query(&mut client, sql, vec![]).await.unwrap_err();
+        assert_eq!(err.code(), code, "{sql}: {err:?}");
+        assert!(err.message().contains(message), "{sql}: {err:?}");
+    }
+
+    let err = execute(&mut client, "INSERT INTO positive VALUES (-1)", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("check option"), "{err:?}");
+
+    let err = transaction(&mut client, &["DO $$BEGIN COMMIT; END$$"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("invalid transaction termination"),
+        "{err:?}"
+    );
+
+    let in_use = "DO $$DECLARE c CURSOR FOR SELECT * FROM t; r record; \
+                  BEGIN OPEN c; FETCH c INTO r; ALTER TABLE t ADD COLUMN j int; END$$";
+    let err = execute(&mut client, in_use, vec![]).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("being used by active queries"),
+        "{err:?}"
+    );
+
+    // A row another session holds: NOWAIT fails at once, as a conflict to retry.
+    let holder = broker.db.connect().await;
+    holder
+        .batch_execute("BEGIN; SELECT * FROM t WHERE i = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let err = execute(
+        &mut client,
+        "UPDATE t SET i = i WHERE i = (SELECT i FROM t WHERE i = 1 FOR UPDATE NOWAIT)",
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    assert!(err.message().contains("could not obtain lock"), "{err:?}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+
+    // The classes PostgreSQL seldom raises by itself, through RAISE.
+    for (sqlstate, code) in [
+        ("0B000", Code::InvalidArgument),
+        ("21000", Code::InvalidArgument),
+        ("2D000", Code::InvalidArgument),
+        ("38001", Code::InvalidArgument),
+        ("39P01", Code::InvalidArgument),
+        ("3B001", Code::InvalidArgument),
+        ("44000", Code::FailedPrecondition),
+        ("55006", Code::FailedPrecondition),
+        ("P0002", Code::FailedPrecondition),
+        ("P0003", Code::FailedPrecondition),
+        ("P0004", Code::FailedPrecondition),
+        ("55P03", Code::Aborted),
+        ("XX000", Code::Internal),
+    ] {
+        let sql = format!(
+            "DO $$BEGIN RAISE EXCEPTION 'raised {sqlstate}' USING ERRCODE = '{sqlstate}'; END$$"
+        );
+        let err = execute(&mut client, &sql, vec![]).await.unwrap_err();
+        assert_eq!(err.code(), code, "{sqlstate}: {err:?}");
+        if code != Code::Internal {
+            assert!(
+                err.message().contains(&format!("raised {sqlstate}")),
+                "{sqlstate}: {err:?}"
+            );
+        }
+    }
+    assert_eq!(count(&mut client, "t").await, 2, "nothing was written");
+}
+
+#[tokio::test]
+async fn dates_and_intervals_come_back_in_postgres_text_form() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.database().await;
+    let response = query(
+        &mut client,
+        "SELECT date '0044-03-15 BC', date '10000-01-01', interval '-1 day 2 hours', \
+         interval '1 year -2 mons -3 days 04:00'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let texts: Vec<_> = response.rows[0]
+        .values
+        .iter()
+        .map(|value| match &value.kind {
+            Some(Kind::StringValue(s)) => s.as_str(),
+            other => panic!("{other:?} is not text"),
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "0044-03-15 BC",
+            "10000-01-01",
+            "-1 days +02:00:00",
+            "10 mons -3 days +04:00:00"
+        ]
+    );
+}

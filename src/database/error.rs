@@ -2,8 +2,6 @@
 //! Messages come from PostgreSQL's own error text (safe: it never contains
 //! the connection string or password) or are written here.
 
-use tokio_postgres::error::SqlState;
-
 /// Why a database call failed. Messages are safe to show to callers.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -45,34 +43,63 @@ impl From<tokio_postgres::Error> for DatabaseError {
         if let Some(detail) = db.detail() {
             message = format!("{message}: {detail}");
         }
-        let code = db.code();
-        match code.code() {
+        Self::from_sqlstate(db.code().code(), message)
+    }
+}
+
+impl DatabaseError {
+    /// The error for PostgreSQL's SQLSTATE `code` (see PostgreSQL's
+    /// "Error Codes" appendix). What the caller's SQL or data caused keeps
+    /// PostgreSQL's message; only server-side faults (classes 58, XX, F0,
+    /// HV and the like) are hidden behind INTERNAL.
+    fn from_sqlstate(code: &str, message: String) -> Self {
+        match code {
             "23505" => Self::AlreadyExists(message),
-            "23502" | "23503" | "23514" | "23P01" | "23000" | "23001" => {
-                Self::FailedPrecondition(message)
-            }
             "25006" => {
                 Self::PermissionDenied(format!("{message} (Query is read-only: use Execute)"))
             }
             "42501" => Self::PermissionDenied(message),
             "57014" => Self::DeadlineExceeded(format!("statement cancelled: {message}")),
-            "40001" | "40P01" => Self::Aborted(message),
-            "54000" | "54001" | "53000" | "53100" | "53200" | "53300" | "53400" => {
-                Self::ResourceExhausted(message)
+            // Lock not available (NOWAIT, lock_timeout) and snapshot too old:
+            // a concurrency conflict the caller may retry, as a serialization
+            // failure; not UNAVAILABLE, which would count against the
+            // breaker of a database that is answering.
+            "55P03" | "72000" => Self::Aborted(message),
+            c if c.starts_with("40") => Self::Aborted(message),
+            c if c.starts_with("53") || c.starts_with("54") => Self::ResourceExhausted(message),
+            c if c.starts_with("08") || c.starts_with("57") => Self::Unavailable(message),
+            // Integrity constraints (not-null, foreign key, check, exclusion),
+            // a view's WITH CHECK OPTION, triggered data changes, an object in
+            // the wrong state (in use, currval before nextval) and PL/pgSQL's
+            // RAISE, STRICT no-row / too-many-rows and ASSERT: the statement is
+            // valid but the data or state does not allow it.
+            c if ["23", "44", "27", "09", "55", "P0"].contains(&class(c)) => {
+                Self::FailedPrecondition(message)
             }
-            c if c.starts_with("08") || c.starts_with("57P") => Self::Unavailable(message),
-            // Syntax and access rule violations, data exceptions, feature not
-            // supported, invalid transaction state: the statement is at fault.
-            c if ["42", "22", "0A", "25", "2B", "34", "3F", "26"].contains(&&c[..2]) => {
+            // The statement itself is at fault: syntax and access rules, data
+            // exceptions, cardinality (a scalar subquery returning two rows),
+            // feature not supported, invalid transaction state, initiation or
+            // termination, savepoints, cursors, CASE not found, routine and
+            // trigger protocol errors, invalid grantor or role.
+            c if [
+                "42", "22", "21", "0A", "0B", "0F", "0L", "0P", "0Z", "20", "24", "25", "26", "2B",
+                "2D", "2F", "34", "38", "39", "3B", "3F",
+            ]
+            .contains(&class(c)) =>
+            {
                 Self::InvalidArgument(message)
             }
-            _ if *code == SqlState::RAISE_EXCEPTION => Self::FailedPrecondition(message),
             _ => {
-                tracing::warn!(sqlstate = code.code(), error = %message, "unexpected database error");
+                tracing::warn!(sqlstate = code, error = %message, "unexpected database error");
                 Self::Internal(message)
             }
         }
     }
+}
+
+/// The two-character class of a SQLSTATE.
+fn class(code: &str) -> &str {
+    code.get(..2).unwrap_or(code)
 }
 
 impl From<bb8::RunError<tokio_postgres::Error>> for DatabaseError {
