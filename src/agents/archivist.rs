@@ -1,7 +1,8 @@
 //! The archivist agent: `archive_document` validates an extraction and, in
 //! one transaction, upserts the `documents` row by `s3_key` and appends its
-//! `processing_logs` entry. With `error` instead of an extraction it records
-//! the document as `failed` with the message.
+//! `processing_logs` entry. With `error` instead of an extraction (the
+//! extractor rejected the document itself) it records the document as
+//! `failed` with the message.
 
 use std::sync::Arc;
 
@@ -50,7 +51,7 @@ impl Archivist {
     async fn archive_document(&self, params: Value) -> Result<Value, RpcError> {
         let key = string_param(&params, "s3_key")?;
         let task = params.get("task_id").cloned().unwrap_or(Value::Null);
-        let file_name = super::orchestrator::file_name(key);
+        let file_name = super::file_name(key);
         let (row, outcome) = match (
             params.get("extraction"),
             params.get("error").and_then(Value::as_str),
@@ -88,18 +89,9 @@ impl Archivist {
                 )
             }
             (None, Some(error)) => {
-                let guessed = file_name.rsplit_once('.').map_or("unknown", |(_, e)| {
-                    if e.eq_ignore_ascii_case("pdf") {
-                        "pdf"
-                    } else if e.eq_ignore_ascii_case("csv") {
-                        "csv"
-                    } else {
-                        "unknown"
-                    }
-                });
                 let row = vec![
                     key.into(),
-                    guessed.into(),
+                    DocumentType::guess(key).into(),
                     file_name.into(),
                     None::<i64>.into(),
                     "failed".into(),

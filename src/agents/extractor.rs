@@ -1,6 +1,9 @@
 //! The extractor agent: `extract_document {"s3_key"}` reads the object
 //! through the broker and returns `{"s3_key", "document_type", "data",
-//! "file_size", "content_type"}`, logging the step in `processing_logs`.
+//! "file_size", "content_type"}`, logging the step in `processing_logs`
+//! (so its broker grant needs database write). A document that cannot be
+//! extracted is [`RpcError::DOCUMENT_REJECTED`]; any other failure is
+//! [`RpcError::FAILED`] and says nothing about the document.
 
 use std::sync::Arc;
 
@@ -55,9 +58,17 @@ impl Extractor {
         result
     }
 
+    /// Errors of the document itself (corrupt, unsupported, too large) are
+    /// [`RpcError::DOCUMENT_REJECTED`]; the broker's are [`RpcError::FAILED`].
     async fn read_and_extract(&self, key: &str) -> Result<Value, RpcError> {
         let object = self.broker.get_object(key).await?;
         let info = object.info().clone();
+        if usize::try_from(info.size).map_or(true, |size| size > MAX_DOCUMENT_BYTES) {
+            return Err(RpcError::document_rejected(format!(
+                "the document is too large to extract ({} bytes; the extractor reads at most {MAX_DOCUMENT_BYTES})",
+                info.size
+            )));
+        }
         let body = object.bytes(MAX_DOCUMENT_BYTES).await?;
         let extraction = tokio::task::spawn_blocking({
             let (key, content_type) = (key.to_owned(), info.content_type.clone());
@@ -65,7 +76,7 @@ impl Extractor {
         })
         .await
         .map_err(|e| RpcError::failed(format!("extraction stopped: {e}")))?
-        .map_err(|e| RpcError::failed(e.to_string()))?;
+        .map_err(|e| RpcError::document_rejected(e.to_string()))?;
         Ok(json!({
             "s3_key": key,
             "document_type": extraction.document_type,

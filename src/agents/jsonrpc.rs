@@ -36,9 +36,14 @@ impl RpcError {
     pub const INVALID_REQUEST: i64 = -32600;
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
-    /// The method ran and failed (a missing object, a corrupt document, a
-    /// broker error): the message says why.
+    /// The method ran and failed (a missing object, an unreachable peer, a
+    /// broker error): the message says why. Nothing is known about the
+    /// document itself, so trying again later may succeed.
     pub const FAILED: i64 = -32000;
+    /// The document itself cannot be extracted (corrupt, encrypted,
+    /// unsupported, too large): trying again will not help. Only this
+    /// outcome is archived as a `failed` document.
+    pub const DOCUMENT_REJECTED: i64 = -32001;
 
     pub fn new(code: i64, message: impl Into<String>) -> Self {
         Self {
@@ -54,6 +59,10 @@ impl RpcError {
 
     pub fn failed(message: impl Into<String>) -> Self {
         Self::new(Self::FAILED, message)
+    }
+
+    pub fn document_rejected(message: impl Into<String>) -> Self {
+        Self::new(Self::DOCUMENT_REJECTED, message)
     }
 }
 

@@ -22,6 +22,13 @@ use clap::Args;
 /// Options every agent binary shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
+    /// The broker's gRPC URL (several separated by commas). Unset, the seed's
+    /// MCP_SERVER_URL is used; with neither, direct mode: S3 and PostgreSQL
+    /// in-process from the agent's own DATABASE_URL or POSTGRES_*, S3_BUCKET,
+    /// AWS_* variables. BROKER_TOKEN, BROKER_CA_CERT, BROKER_TIMEOUT and the
+    /// client's other variables apply in both modes.
+    #[arg(long, env = "BROKER_URL")]
+    pub broker_url: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "AGENT_LOG_FORMAT", value_enum, default_value_t = crate::config::LogFormat::Text)]
     pub log_format: crate::config::LogFormat,
@@ -37,6 +44,23 @@ impl CommonArgs {
         };
         let _ = crate::telemetry::init(&log);
     }
+
+    /// The broker client: `--broker-url`, else `MCP_SERVER_URL`, else direct mode.
+    pub async fn connect(&self) -> crate::client::Result<crate::client::BrokerClient> {
+        crate::client::BrokerClient::from_url_or_env(self.broker_url.as_deref()).await
+    }
+}
+
+/// Longest `documents.file_name` (a VARCHAR(255): characters, not bytes).
+const MAX_FILE_NAME_CHARS: usize = 255;
+
+/// The key's last segment, cut to what `documents.file_name` holds (S3 keys
+/// may be 1024 bytes); the cut falls between characters.
+pub(crate) fn file_name(key: &str) -> &str {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    name.char_indices()
+        .nth(MAX_FILE_NAME_CHARS)
+        .map_or(name, |(end, _)| &name[..end])
 }
 
 /// Appends one `processing_logs` row for the document at `s3_key` (or with
@@ -63,4 +87,21 @@ pub(crate) async fn log_step(
         )
         .await
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_fit_the_column_and_cut_between_characters() {
+        assert_eq!(file_name("incoming/2026/a.pdf"), "a.pdf");
+        assert_eq!(file_name("a.pdf"), "a.pdf");
+        let long = format!("incoming/{}.csv", "é".repeat(500));
+        let name = file_name(&long);
+        assert_eq!(name.chars().count(), MAX_FILE_NAME_CHARS);
+        assert!(name.chars().all(|c| c == 'é'), "{name}");
+        let exact = "x".repeat(MAX_FILE_NAME_CHARS);
+        assert_eq!(file_name(&exact), exact);
+    }
 }

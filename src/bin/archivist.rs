@@ -3,15 +3,10 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use resource_broker::{
-    agents::{CommonArgs, archivist::Archivist, jsonrpc},
-    client::BrokerClient,
-};
+use resource_broker::agents::{CommonArgs, archivist::Archivist, jsonrpc};
 
 /// Validates extractions and archives documents in PostgreSQL through the
-/// broker: BROKER_URL (or MCP_SERVER_URL) and BROKER_TOKEN; with neither URL
-/// set, direct mode from the broker's own variables (DATABASE_URL or
-/// POSTGRES_*, S3_BUCKET, ...).
+/// broker. Broker grant: database write; no object_store access.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -26,7 +21,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.common.init_logging();
-    let broker = BrokerClient::from_env().await?;
+    let broker = args.common.connect().await?;
     let app = jsonrpc::router(Archivist::card(), Archivist::new(broker));
     jsonrpc::serve("archivist", args.addr, app).await
 }

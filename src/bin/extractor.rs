@@ -3,15 +3,11 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use resource_broker::{
-    agents::{CommonArgs, extractor::Extractor, jsonrpc},
-    client::BrokerClient,
-};
+use resource_broker::agents::{CommonArgs, extractor::Extractor, jsonrpc};
 
 /// Extracts PDF and CSV documents read through the broker. S3 and
-/// PostgreSQL are reached only through the broker client: BROKER_URL (or
-/// MCP_SERVER_URL) and BROKER_TOKEN; with neither URL set, direct mode from
-/// the broker's own variables (DATABASE_URL or POSTGRES_*, S3_BUCKET, ...).
+/// PostgreSQL are reached only through the broker client. Broker grant:
+/// object_store read, database write (it appends processing_logs rows).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -26,7 +22,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.common.init_logging();
-    let broker = BrokerClient::from_env().await?;
+    let broker = args.common.connect().await?;
     let app = jsonrpc::router(Extractor::card(), Extractor::new(broker));
     jsonrpc::serve("extractor", args.addr, app).await
 }

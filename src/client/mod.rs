@@ -143,8 +143,19 @@ impl BrokerClient {
     /// `BROKER_URL` (or `MCP_SERVER_URL`) set: remote; neither: direct mode
     /// from the broker's own environment variables (`POSTGRES_*`, `S3_*`).
     pub async fn from_env() -> Result<Self> {
+        Self::from_url_or_env(None).await
+    }
+
+    /// `url` when it is given and not empty (an agent's `--broker-url`),
+    /// else as [`BrokerClient::from_env`]: `BROKER_URL`, `MCP_SERVER_URL`,
+    /// or direct mode. The other settings come from the environment.
+    pub async fn from_url_or_env(url: Option<&str>) -> Result<Self> {
         let options = ClientOptions::from_env()?;
-        match broker_url_from_env() {
+        let url = url
+            .filter(|u| !u.trim().is_empty())
+            .map(str::to_owned)
+            .or_else(broker_url_from_env);
+        match url {
             Some(url) => {
                 tracing::info!(url = %url, "broker client: gRPC to the broker");
                 Self::connect(&url, options).await

@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS processing_logs (
     timestamp   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS idx_processing_logs_document_id ON processing_logs (document_id);
+-- The orchestrator's task rows by task id (status polls, claims), newest first.
+CREATE INDEX IF NOT EXISTS idx_processing_logs_task ON processing_logs ((details->>'task_id'), id)
+    WHERE agent_name = 'orchestrator' AND action = 'task';
 "#;
 
 /// Creates what is missing, under an advisory lock so that concurrent

@@ -18,6 +18,23 @@ pub enum DocumentType {
 }
 
 impl DocumentType {
+    /// The type a key's extension names (`.pdf`; `.csv` or `.tsv`), if any.
+    /// The one guess every agent uses before (or without) reading the content.
+    pub fn from_extension(key: &str) -> Option<Self> {
+        let (_, extension) = key.rsplit_once('.')?;
+        match extension.to_ascii_lowercase().as_str() {
+            "pdf" => Some(Self::Pdf),
+            "csv" | "tsv" => Some(Self::Csv),
+            _ => None,
+        }
+    }
+
+    /// `pdf`, `csv`, or `unknown` when the extension names neither (the
+    /// `documents.document_type` of a document not extracted yet).
+    pub fn guess(key: &str) -> &'static str {
+        Self::from_extension(key).map_or("unknown", Self::as_str)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pdf => "pdf",
@@ -78,22 +95,16 @@ fn detect(key: &str, content_type: &str, body: &[u8]) -> Result<DocumentType, Ex
         }
         _ => {}
     }
-    let extension = key
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match extension.as_str() {
-        "pdf" => Ok(DocumentType::Pdf),
-        "csv" | "tsv" => Ok(DocumentType::Csv),
-        _ => Err(ExtractError::Unsupported(format!(
+    DocumentType::from_extension(key).ok_or_else(|| {
+        ExtractError::Unsupported(format!(
             "{key:?} ({}) is neither a PDF nor a CSV file",
             if media.is_empty() {
                 "no content type"
             } else {
                 media.as_str()
             }
-        ))),
-    }
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -111,6 +122,10 @@ mod tests {
             detect("x/report.CSV", "application/octet-stream", b"a").unwrap(),
             DocumentType::Csv
         );
+        assert_eq!(
+            detect("x/table.tsv", "", b"a\tb").unwrap(),
+            DocumentType::Csv
+        );
         let err = detect("photo.png", "image/png", b"\x89PNG")
             .unwrap_err()
             .to_string();
@@ -118,5 +133,18 @@ mod tests {
             err.contains("image/png") && err.contains("photo.png"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_agent_guesses_the_same_type_from_the_key() {
+        for (key, guessed) in [
+            ("a/b.PDF", "pdf"),
+            ("a/b.csv", "csv"),
+            ("a/table.TSV", "csv"),
+            ("a/photo.png", "unknown"),
+            ("a/no-extension", "unknown"),
+        ] {
+            assert_eq!(DocumentType::guess(key), guessed, "{key}");
+        }
     }
 }
