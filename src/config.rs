@@ -372,6 +372,17 @@ pub struct LimitsConfig {
 /// How the broker writes its logs.
 #[derive(Debug, Clone, Args)]
 pub struct LogConfig {
+
+    /// Result data one SQL call may return, in MiB; beyond, RESOURCE_EXHAUSTED.
+    #[arg(long, env = "BROKER_MAX_RESULT_MIB", default_value_t = 64)]
+    pub max_result_mib: u32,
+}
+
+impl LimitsConfig {
+    /// [`Self::max_result_mib`] in bytes.
+    pub fn max_result_bytes(&self) -> usize {
+        (self.max_result_mib as usize) << 20
+    }
     /// Log format: text for people, json for log collectors.
     #[arg(long, env = "BROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -449,6 +460,9 @@ impl ServeConfig {
 }
 
 /// Parses durations such as `500ms`, `5s` or `2m`.
+        if !(1..=1024).contains(&self.limits.max_result_mib) {
+            anyhow::bail!("BROKER_MAX_RESULT_MIB must be between 1 and 1024");
+        }
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
 }

@@ -2,41 +2,50 @@
 //! through a bb8 connection pool. Query runs read-only; Execute and
 //! Transaction write; InitSchema creates the documents schema.
 
+mod checks;
 mod codec;
 mod error;
 mod pool;
+mod rows;
 mod schema;
+mod session;
 mod value;
 
-use bb8::{Pool, PooledConnection};
-use tokio_postgres::{Row, Statement as Prepared};
+use std::time::Duration;
 
+use bb8::{Pool, PooledConnection};
+
+pub use checks::{MAX_PARAMS, MAX_SQL_BYTES, MAX_TRANSACTION_STATEMENTS};
 pub use error::DatabaseError;
 pub use schema::SCHEMA_TABLES;
 pub use value::{Column, ExecuteResult, Rows, Statement, Value, bytea_hex};
 
 use crate::{
-    config::PostgresConfig,
+    config::{LimitsConfig, PostgresConfig},
     resilience::{
         Guard,
         Idempotency::{Idempotent, Once},
-        ResilienceConfig, deadline,
+        ResilienceConfig,
     },
     telemetry::metrics::metrics,
 };
-use codec::{Param, Raw};
 
 pub type Result<T, E = DatabaseError> = std::result::Result<T, E>;
 
 type PgPool = Pool<pool::Manager>;
 type Connection<'a> = PooledConnection<'a, pool::Manager>;
 
-/// Longest SQL text accepted, in bytes.
-pub const MAX_SQL_BYTES: usize = 1024 * 1024;
-/// Most parameters one statement may take (PostgreSQL's own limit).
-pub const MAX_PARAMS: usize = 65_535;
-/// Most statements one Transaction may hold.
-pub const MAX_TRANSACTION_STATEMENTS: usize = 1000;
+/// What one call may cost the database and the broker.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Rows a Query returns at most (and when it asks for 0); rows a
+    /// write may return.
+    pub max_rows: u32,
+    /// Bytes of result data one call may return.
+    pub max_result_bytes: usize,
+    /// The session's statement_timeout: a call's deadline may lower it, never raise it.
+    pub statement_timeout: Duration,
+}
 
 /// A pooled PostgreSQL database.
 #[derive(Clone)]
@@ -44,7 +53,7 @@ pub struct Database {
     pool: PgPool,
     pool_max: u32,
     connect_failures: pool::ConnectFailures,
-    max_rows: u32,
+    limits: Limits,
     guard: Guard,
 }
 
@@ -53,7 +62,7 @@ impl Database {
     /// reports NOT_SERVING) even while PostgreSQL is down.
     pub fn connect(
         config: &PostgresConfig,
-        max_rows: u32,
+        limits: &LimitsConfig,
         resilience: &ResilienceConfig,
     ) -> anyhow::Result<Self> {
         let connect_failures = pool::ConnectFailures::default();
@@ -75,7 +84,11 @@ impl Database {
             pool,
             pool_max: config.pool_max,
             connect_failures,
-            max_rows,
+            limits: Limits {
+                max_rows: limits.max_rows,
+                max_result_bytes: limits.max_result_bytes(),
+                statement_timeout: config.statement_timeout,
+            },
             guard: Guard::new("postgresql", resilience),
         })
     }
@@ -102,78 +115,59 @@ impl Database {
 
     /// The row cap applied when a Query asks for 0 rows.
     pub fn max_rows(&self) -> u32 {
-        self.max_rows
+        self.limits.max_rows
     }
 
     /// Runs one read-only statement and returns at most `max_rows` rows
     /// (0: the configured cap, which is also the most one may ask for).
     pub async fn query(&self, statement: &Statement, max_rows: u32) -> Result<Rows> {
-        check_statement(statement)?;
+        checks::check_statement(statement)?;
         let limit = match max_rows {
-            0 => self.max_rows,
-            n => n.min(self.max_rows),
+            0 => self.limits.max_rows,
+            n => n.min(self.limits.max_rows),
         };
         // Read-only, so safe to retry when the connection failed.
         self.guard
-            .call("Query", Idempotent, || self.query_once(statement, limit))
+            .call("Query", Idempotent, || async {
+                let mut conn = self.connection().await?;
+                session::query(&mut conn, statement, limit, &self.limits).await
+            })
             .await
-    }
-
-    async fn query_once(&self, statement: &Statement, limit: u32) -> Result<Rows> {
-        let mut conn = self.connection().await?;
-        let cancel = conn.cancel_on_drop();
-        let result = read_only(&mut conn, statement, limit).await;
-        cancel.disarm();
-        result
     }
 
     /// Runs one write statement.
     pub async fn execute(&self, statement: &Statement) -> Result<ExecuteResult> {
-        check_statement(statement)?;
-        check_not_session_control(statement)?;
+        checks::check_write(statement)?;
         self.guard
             .call("Execute", Once, || async {
                 let mut conn = self.connection().await?;
-                let cancel = conn.cancel_on_drop();
-                let result = execute_one(&mut conn, statement).await;
-                cancel.disarm();
-                result
+                session::execute(&mut conn, statement, &self.limits).await
             })
             .await
     }
 
     /// Runs statements atomically: every one, or (on the first error) none.
     pub async fn transaction(&self, statements: &[Statement]) -> Result<Vec<ExecuteResult>> {
-        if statements.is_empty() {
-            return Err(DatabaseError::InvalidArgument(
-                "a transaction needs at least one statement".into(),
-            ));
-        }
-        if statements.len() > MAX_TRANSACTION_STATEMENTS {
-            return Err(DatabaseError::InvalidArgument(format!(
-                "a transaction holds at most {MAX_TRANSACTION_STATEMENTS} statements"
-            )));
-        }
-        for statement in statements {
-            check_statement(statement)?;
-            check_not_session_control(statement)?;
-        }
+        checks::check_transaction(statements)?;
         self.guard
             .call("Transaction", Once, || async {
                 let mut conn = self.connection().await?;
-                let cancel = conn.cancel_on_drop();
-                let result = all_or_nothing(&mut conn, statements).await;
-                cancel.disarm();
-                result
+                session::transaction(&mut conn, statements, &self.limits).await
             })
             .await
     }
 
     /// Creates the documents schema if missing and lists its tables.
     pub async fn init_schema(&self) -> Result<Vec<String>> {
-        let mut conn = self.connection().await?;
-        schema::create(&mut conn).await?;
-        Ok(SCHEMA_TABLES.iter().map(|t| (*t).to_owned()).collect())
+        self.guard
+            .call("InitSchema", Once, || async {
+                let mut conn = self.connection().await?;
+                let cancel = conn.cancel_on_drop();
+                schema::create(&mut conn).await?;
+                cancel.disarm();
+                Ok(SCHEMA_TABLES.iter().map(|t| (*t).to_owned()).collect())
+            })
+            .await
     }
 
     /// Publishes the pool's state to the metrics.
@@ -202,245 +196,5 @@ impl Database {
                 Ok(())
             })
             .await
-    }
-}
-
-/// Statements that would change a pooled session for the next caller, or
-/// the broker's own transaction handling.
-const SESSION_CONTROL: &[&str] = &[
-    "SET",
-    "RESET",
-    "DISCARD",
-    "BEGIN",
-    "START",
-    "COMMIT",
-    "END",
-    "ROLLBACK",
-    "ABORT",
-    "SAVEPOINT",
-    "RELEASE",
-    "PREPARE",
-    "DEALLOCATE",
-    "LISTEN",
-    "UNLISTEN",
-    "LOAD",
-];
-
-fn check_not_session_control(statement: &Statement) -> Result<()> {
-    let keyword = leading_keyword(&statement.sql).to_ascii_uppercase();
-    if SESSION_CONTROL.contains(&keyword.as_str()) {
-        return Err(DatabaseError::InvalidArgument(format!(
-            "{keyword} statements are not allowed: sessions and transactions are managed by the broker \
-             (use Transaction for several statements)"
-        )));
-    }
-    Ok(())
-}
-
-/// The first word of a statement, after whitespace and comments.
-fn leading_keyword(sql: &str) -> &str {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(line) = rest.strip_prefix("--") {
-            rest = line.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(block) = rest.strip_prefix("/*") {
-            rest = block.split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            break;
-        }
-    }
-    let end = rest
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(rest.len());
-    &rest[..end]
-}
-
-fn check_statement(statement: &Statement) -> Result<()> {
-    if statement.sql.trim().is_empty() {
-        return Err(DatabaseError::InvalidArgument(
-            "sql must not be empty".into(),
-        ));
-    }
-    if statement.sql.len() > MAX_SQL_BYTES {
-        return Err(DatabaseError::InvalidArgument(format!(
-            "sql is {} bytes long; the limit is {MAX_SQL_BYTES}",
-            statement.sql.len()
-        )));
-    }
-    if statement.params.len() > MAX_PARAMS {
-        return Err(DatabaseError::InvalidArgument(format!(
-            "a statement takes at most {MAX_PARAMS} parameters"
-        )));
-    }
-    Ok(())
-}
-
-/// Query's work: one statement in a READ ONLY transaction, at most `limit`
-/// rows fetched (one more tells whether there were more).
-async fn read_only(conn: &mut Connection<'_>, statement: &Statement, limit: u32) -> Result<Rows> {
-    let tx = conn.build_transaction().read_only(true).start().await?;
-    // Pipelined: both go out before either answer is awaited.
-    let (prepared, ()) = tokio::try_join!(
-        async { Ok(tx.prepare(&statement.sql).await?) },
-        limit_to_deadline(&tx)
-    )?;
-    if prepared.columns().is_empty() {
-        return Err(DatabaseError::InvalidArgument(
-            "Query runs statements that return rows; use Execute for other statements".into(),
-        ));
-    }
-    codec::check_params(prepared.params(), &statement.params)?;
-    let portal = tx
-        .bind_raw(&prepared, statement.params.iter().map(Param))
-        .await?;
-    let fetch = i32::try_from(limit).unwrap_or(i32::MAX).saturating_add(1);
-    let fetched = tx.query_portal(&portal, fetch).await?;
-    // Rolled back, not committed: a read has nothing to keep, and a session
-    // setting the statement changed (set_config(..., false)) is undone with
-    // it. Dropping the transaction sends ROLLBACK without waiting for the
-    // answer (one round trip less); the connection runs requests in order,
-    // so the next caller's statement always comes after it.
-    drop(tx);
-    let truncated = fetched.len() > limit as usize;
-    let mut rows = decode_rows(&prepared, &fetched[..fetched.len().min(limit as usize)])?;
-    rows.truncated = truncated;
-    Ok(rows)
-}
-
-/// Execute's work: one statement, in a transaction only when the deadline
-/// needs `SET LOCAL statement_timeout`.
-async fn execute_one(conn: &mut Connection<'_>, statement: &Statement) -> Result<ExecuteResult> {
-    if deadline::remaining().is_none() {
-        return run(&***conn, statement).await;
-    }
-    let tx = conn.transaction().await?;
-    limit_to_deadline(&tx).await?;
-    let result = run(&tx, statement).await?;
-    tx.commit().await?;
-    Ok(result)
-}
-
-/// Transaction's work: every statement or, on the first error, none.
-async fn all_or_nothing(
-    conn: &mut Connection<'_>,
-    statements: &[Statement],
-) -> Result<Vec<ExecuteResult>> {
-    let tx = conn.transaction().await?;
-    limit_to_deadline(&tx).await?;
-    let mut results = Vec::with_capacity(statements.len());
-    for (index, statement) in statements.iter().enumerate() {
-        // Dropping `tx` on error rolls everything back.
-        results.push(
-            run(&tx, statement)
-                .await
-                .map_err(|e| prefix_statement(e, index))?,
-        );
-    }
-    tx.commit().await?;
-    Ok(results)
-}
-
-/// Lowers the transaction's statement_timeout to the call's deadline, if any.
-async fn limit_to_deadline(tx: &tokio_postgres::Transaction<'_>) -> Result<()> {
-    if let Some(left) = deadline::remaining() {
-        let millis = left.as_millis().max(1);
-        tx.batch_execute(&format!("SET LOCAL statement_timeout = {millis}"))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Runs one statement on a connection or in a transaction and collects its
-/// RETURNING rows.
-async fn run(
-    client: &impl tokio_postgres::GenericClient,
-    statement: &Statement,
-) -> Result<ExecuteResult> {
-    use futures::TryStreamExt;
-    let prepared = client.prepare(&statement.sql).await?;
-    codec::check_params(prepared.params(), &statement.params)?;
-    let stream = client
-        .query_raw(&prepared, statement.params.iter().map(Param))
-        .await?;
-    let mut stream = std::pin::pin!(stream);
-    let mut fetched = Vec::new();
-    while let Some(row) = stream.try_next().await? {
-        fetched.push(row);
-    }
-    let rows_affected = stream.rows_affected().unwrap_or(0);
-    Ok(ExecuteResult {
-        rows_affected,
-        returning: decode_rows(&prepared, &fetched)?,
-    })
-}
-
-fn decode_rows(prepared: &Prepared, fetched: &[Row]) -> Result<Rows> {
-    let columns = prepared
-        .columns()
-        .iter()
-        .map(|c| Column {
-            name: c.name().to_owned(),
-            type_name: c.type_().name().to_owned(),
-        })
-        .collect();
-    let rows = fetched
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| {
-                    let raw: Raw<'_> = row.try_get(i)?;
-                    codec::decode(row.columns()[i].type_(), raw.0)
-                })
-                .collect::<Result<Vec<Value>>>()
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Rows {
-        columns,
-        rows,
-        truncated: false,
-    })
-}
-
-fn prefix_statement(error: DatabaseError, index: usize) -> DatabaseError {
-    use DatabaseError as E;
-    let at = |m: String| format!("statement {}: {m}", index + 1);
-    match error {
-        E::InvalidArgument(m) => E::InvalidArgument(at(m)),
-        E::PermissionDenied(m) => E::PermissionDenied(at(m)),
-        E::AlreadyExists(m) => E::AlreadyExists(at(m)),
-        E::FailedPrecondition(m) => E::FailedPrecondition(at(m)),
-        E::Aborted(m) => E::Aborted(at(m)),
-        E::ResourceExhausted(m) => E::ResourceExhausted(at(m)),
-        E::DeadlineExceeded(m) => E::DeadlineExceeded(at(m)),
-        other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_control_is_recognised_past_comments() {
-        assert_eq!(
-            leading_keyword("  -- note\n /* x */ set search_path = x"),
-            "set"
-        );
-        assert_eq!(leading_keyword("INSERT INTO t VALUES (1)"), "INSERT");
-        for sql in [
-            "SET ROLE postgres",
-            "reset all",
-            "/**/BEGIN",
-            "commit",
-            "LISTEN x",
-            "DISCARD ALL",
-        ] {
-            assert!(
-                check_not_session_control(&Statement::new(sql, vec![])).is_err(),
-                "{sql}"
-            );
-        }
-        assert!(check_not_session_control(&Statement::new("UPDATE t SET v = 1", vec![])).is_ok());
     }
 }

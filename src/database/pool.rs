@@ -2,8 +2,11 @@
 //! PostgreSQL connections. A connection whose statement was abandoned
 //! mid-flight is poisoned: it is cancelled on the server and never handed
 //! out again, so a late cancel request cannot hit another caller's statement.
+//! Each connection keeps the statements it prepared, so that a repeated
+//! statement skips the Parse round trip.
 
 use std::{
+    collections::{HashMap, VecDeque},
     ops::Deref,
     sync::{
         Arc,
@@ -11,12 +14,52 @@ use std::{
     },
 };
 
-use tokio_postgres::{CancelToken, Client, Config, NoTls};
+use tokio_postgres::{CancelToken, Client, Config, NoTls, Statement};
+
+/// Statements kept prepared per connection.
+const CACHED_STATEMENTS: usize = 128;
+/// Longer SQL texts are prepared each time instead of kept.
+const CACHED_SQL_BYTES: usize = 8 * 1024;
 
 /// A pooled connection.
 pub struct PgConnection {
     client: Client,
     poisoned: Arc<AtomicBool>,
+    statements: StatementCache,
+}
+
+/// The statements a connection has prepared, by SQL text; the oldest goes
+/// first when full (dropping a tokio-postgres statement closes it on the
+/// server).
+#[derive(Default)]
+struct StatementCache {
+    by_sql: HashMap<String, Statement>,
+    order: VecDeque<String>,
+}
+
+impl StatementCache {
+    fn get(&self, sql: &str) -> Option<Statement> {
+        self.by_sql.get(sql).cloned()
+    }
+
+    fn insert(&mut self, sql: &str, statement: Statement) {
+        if sql.len() > CACHED_SQL_BYTES || self.by_sql.contains_key(sql) {
+            return;
+        }
+        if self.order.len() >= CACHED_STATEMENTS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.by_sql.remove(&oldest);
+        }
+        self.order.push_back(sql.to_owned());
+        self.by_sql.insert(sql.to_owned(), statement);
+    }
+
+    fn remove(&mut self, sql: &str) {
+        if self.by_sql.remove(sql).is_some() {
+            self.order.retain(|s| s != sql);
+        }
+    }
 }
 
 impl Deref for PgConnection {
@@ -40,6 +83,21 @@ impl PgConnection {
             token: Some(self.client.cancel_token()),
             poisoned: self.poisoned.clone(),
         }
+    }
+
+    /// The statement this connection already prepared for `sql`, if any.
+    pub fn cached(&self, sql: &str) -> Option<Statement> {
+        self.statements.get(sql)
+    }
+
+    /// Keeps a statement prepared on this connection for the next call.
+    pub fn remember(&mut self, sql: &str, statement: Statement) {
+        self.statements.insert(sql, statement);
+    }
+
+    /// Forgets a statement whose plan PostgreSQL no longer accepts.
+    pub fn forget(&mut self, sql: &str) {
+        self.statements.remove(sql);
     }
 }
 
@@ -98,6 +156,7 @@ impl bb8::ManageConnection for Manager {
         Ok(PgConnection {
             client,
             poisoned: Arc::default(),
+            statements: StatementCache::default(),
         })
     }
 

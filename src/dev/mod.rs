@@ -71,7 +71,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> an
     config.s3.static_credentials = Some(credentials);
     config.validate()?;
 
-    let tables = Database::connect(&config.postgres, config.limits.max_rows, &config.resilience)?
+    let tables = Database::connect(&config.postgres, &config.limits, &config.resilience)?
         .init_schema()
         .await?;
     let listener = TcpListener::bind(config.addr).await?;

@@ -1,0 +1,300 @@
+//! What one caller's SQL can leave behind on a pooled connection, and what
+//! one call may cost: through the real server, on a pool of one connection
+//! so that the next call always gets the same session.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestBroker;
+use resource_broker::proto::{
+    ExecuteRequest, ExecuteResponse, QueryRequest, QueryResponse, TransactionRequest, Value,
+    database_client::DatabaseClient, value::Kind,
+};
+use tonic::{Code, transport::Channel};
+
+type Client = DatabaseClient<Channel>;
+
+async fn one_connection_broker(
+    adjust: impl FnOnce(&mut resource_broker::config::ServeConfig),
+) -> TestBroker {
+    TestBroker::start_with(|c| {
+        c.postgres.pool_min = 1;
+        c.postgres.pool_max = 1;
+        adjust(c);
+    })
+    .await
+}
+
+async fn query(
+    client: &mut Client,
+    sql: &str,
+    max_rows: u32,
+) -> Result<QueryResponse, tonic::Status> {
+    client
+        .query(QueryRequest {
+            sql: sql.into(),
+            params: vec![],
+            max_rows,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn execute(client: &mut Client, sql: &str) -> Result<ExecuteResponse, tonic::Status> {
+    client
+        .execute(ExecuteRequest {
+            sql: sql.into(),
+            params: vec![],
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn text(response: &QueryResponse) -> String {
+    match &response.rows[0].values[0].kind {
+        Some(Kind::StringValue(s)) => s.clone(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+fn int(response: &QueryResponse) -> i64 {
+    match &response.rows[0].values[0].kind {
+        Some(Kind::IntValue(i)) => *i,
+        other => panic!("expected an int, got {other:?}"),
+    }
+}
+
+/// Advisory locks held by anyone but the admin connection asking.
+async fn advisory_locks(admin: &tokio_postgres::Client) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_write_leaves_no_session_state_for_the_next_caller() {
+    let broker = one_connection_broker(|_| {}).await;
+    let mut db = broker.database().await;
+    let admin = broker.db.connect().await;
+    execute(&mut db, "CREATE TABLE documents (id int)")
+        .await
+        .unwrap();
+    execute(&mut db, "INSERT INTO documents VALUES (1), (2)")
+        .await
+        .unwrap();
+    let search_path = text(
+        &query(&mut db, "SELECT current_setting('search_path')", 0)
+            .await
+            .unwrap(),
+    );
+
+    for sql in [
+        "SELECT set_config('search_path', 'pg_temp', false)",
+        "SELECT set_config('statement_timeout', '0', false)",
+        "SELECT 1 FROM pg_advisory_lock(42)",
+        "CREATE TEMP TABLE documents (id int)",
+    ] {
+        execute(&mut db, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_eq!(
+        text(
+            &query(&mut db, "SELECT current_setting('search_path')", 0)
+                .await
+                .unwrap()
+        ),
+        search_path
+    );
+    assert_eq!(
+        text(
+            &query(&mut db, "SELECT current_setting('statement_timeout')", 0)
+                .await
+                .unwrap()
+        ),
+        "30s"
+    );
+    assert_eq!(advisory_locks(&admin).await, 0);
+    // The temporary table is gone: the real one answers.
+    assert_eq!(
+        int(&query(&mut db, "SELECT count(*) FROM documents", 0)
+            .await
+            .unwrap()),
+        2
+    );
+
+    // Hidden transaction control is refused, not run.
+    for sql in [
+        "/* /* nested */ */ SET search_path = pg_temp",
+        ";COMMIT",
+        "/* a /* b */ */ BEGIN",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+    ] {
+        let status = execute(&mut db, sql).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{sql}: {status:?}");
+    }
+    let status = db
+        .transaction(TransactionRequest {
+            statements: vec![
+                ExecuteRequest {
+                    sql: "INSERT INTO documents VALUES (3)".into(),
+                    params: vec![],
+                },
+                ExecuteRequest {
+                    sql: "/* /* */ */ COMMIT".into(),
+                    params: vec![],
+                },
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        int(&query(&mut db, "SELECT count(*) FROM documents", 0)
+            .await
+            .unwrap()),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_query_leaves_no_advisory_lock_behind() {
+    let broker = one_connection_broker(|_| {}).await;
+    let mut db = broker.database().await;
+    let admin = broker.db.connect().await;
+    query(&mut db, "SELECT 1 FROM pg_advisory_lock(7)", 0)
+        .await
+        .unwrap();
+    assert_eq!(advisory_locks(&admin).await, 0);
+    // And InitSchema, which takes its own lock, still goes through.
+    db.init_schema(resource_broker::proto::InitSchemaRequest {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn results_are_capped_in_bytes_and_writes_in_rows() {
+    let broker = one_connection_broker(|c| {
+        c.limits.max_rows = 10;
+        c.limits.max_result_mib = 1;
+    })
+    .await;
+    let mut db = broker.database().await;
+    let status = query(
+        &mut db,
+        "SELECT repeat('x', 300000) FROM generate_series(1, 8)",
+        0,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("BROKER_MAX_RESULT_MIB"),
+        "{status:?}"
+    );
+
+    execute(&mut db, "CREATE TABLE t (id int)").await.unwrap();
+    let status = execute(
+        &mut db,
+        "INSERT INTO t SELECT generate_series(1, 11) RETURNING id",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("nothing was written"),
+        "{status:?}"
+    );
+    assert_eq!(
+        int(&query(&mut db, "SELECT count(*) FROM t", 0).await.unwrap()),
+        0
+    );
+    // Within the cap it is written and returned.
+    let done = execute(
+        &mut db,
+        "INSERT INTO t SELECT generate_series(1, 10) RETURNING id",
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.rows_affected, done.rows.len()), (10, 10));
+}
+
+#[tokio::test]
+async fn a_huge_result_is_cut_short_and_the_pool_carries_on() {
+    let broker = one_connection_broker(|_| {}).await;
+    let mut db = broker.database().await;
+    // Small overflow: the rest is read and dropped, the connection stays.
+    let few = query(&mut db, "SELECT generate_series(1, 5)", 2)
+        .await
+        .unwrap();
+    assert_eq!((few.rows.len(), few.truncated), (2, true));
+    // Far beyond: the statement is cancelled and the connection replaced,
+    // instead of PostgreSQL producing a billion rows nobody reads.
+    let started = Instant::now();
+    let many = query(&mut db, "SELECT generate_series(1, 1000000000)", 3)
+        .await
+        .unwrap();
+    assert_eq!((many.rows.len(), many.truncated), (3, true));
+    for _ in 0..3 {
+        assert_eq!(int(&query(&mut db, "SELECT 41 + 1", 0).await.unwrap()), 42);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the billion-row statement ran to its timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_long_deadline_never_raises_the_statement_timeout() {
+    let broker =
+        one_connection_broker(|c| c.postgres.statement_timeout = Duration::from_secs(1)).await;
+    let mut db = broker.database().await;
+    let mut request = tonic::Request::new(QueryRequest {
+        sql: "SELECT pg_sleep(30)".into(),
+        params: vec![],
+        max_rows: 0,
+    });
+    request.set_timeout(Duration::from_secs(3600));
+    let status = db.query(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_kept_statement_follows_its_table_when_columns_change() {
+    let broker = one_connection_broker(|_| {}).await;
+    let mut db = broker.database().await;
+    execute(&mut db, "CREATE TABLE t (a int)").await.unwrap();
+    execute(&mut db, "INSERT INTO t VALUES (1)").await.unwrap();
+    assert_eq!(
+        query(&mut db, "SELECT * FROM t", 0)
+            .await
+            .unwrap()
+            .columns
+            .len(),
+        1
+    );
+    execute(&mut db, "ALTER TABLE t ADD COLUMN b text DEFAULT 'x'")
+        .await
+        .unwrap();
+    let after = query(&mut db, "SELECT * FROM t", 0).await.unwrap();
+    assert_eq!(after.columns.len(), 2);
+    assert_eq!(
+        after.rows[0].values[1],
+        Value {
+            kind: Some(Kind::StringValue("x".into()))
+        }
+    );
+    // The same for a write kept prepared.
+    let insert = "INSERT INTO t SELECT * FROM t RETURNING *";
+    assert_eq!(execute(&mut db, insert).await.unwrap().columns.len(), 2);
+    execute(&mut db, "ALTER TABLE t DROP COLUMN b")
+        .await
+        .unwrap();
+    assert_eq!(execute(&mut db, insert).await.unwrap().columns.len(), 1);
+}
