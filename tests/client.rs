@@ -149,6 +149,14 @@ async fn object_round_trips(client: &BrokerClient, prefix: &str) {
             .len(),
         2
     );
+    assert!(
+        client
+            .list_objects(&format!("{prefix}/"), Some(0))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a limit of 0 lists nothing (max_keys 0 would mean the server's 1000)"
+    );
 
     client.delete_object(&key).await.unwrap();
     let missing = client.head_object(&key).await.unwrap_err();
@@ -316,6 +324,31 @@ async fn deadlines_bound_calls_in_both_modes() {
             matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
             "a 300 ms deadline stops a 5 s query: {err}"
         );
+
+        // Streams have no deadline by default; one per client copy.
+        let key = format!("deadline/{:?}.bin", client.mode() == &Mode::Direct);
+        let body = Bytes::from(binary_body(4096));
+        let generous = client.with_stream_timeout(Duration::from_secs(60));
+        generous
+            .put_bytes(&key, PutOptions::default(), body.clone())
+            .await
+            .unwrap();
+        assert_eq!(generous.get_bytes(&key, 1 << 20).await.unwrap(), body);
+        let expired = client.with_stream_timeout(Duration::from_nanos(1));
+        let err = expired.get_bytes(&key, 1 << 20).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "an expired stream deadline stops GetObject: {err}"
+        );
+        let err = expired
+            .put_bytes(&key, PutOptions::default(), body.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "an expired stream deadline stops PutObject: {err}"
+        );
+        assert_eq!(client.get_bytes(&key, 1 << 20).await.unwrap(), body);
     }
 }
 

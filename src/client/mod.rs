@@ -207,6 +207,15 @@ impl BrokerClient {
         }
     }
 
+    /// This client with another deadline for streaming calls (GetObject,
+    /// PutObject): a whole transfer must finish within it.
+    pub fn with_stream_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            stream_timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
     /// This client on another bucket than the broker's default.
     pub fn with_bucket(&self, bucket: impl Into<String>) -> Self {
         Self {
@@ -252,13 +261,16 @@ impl BrokerClient {
     // ---- ObjectStore ----
 
     /// Objects under `prefix`, in key order, following pages up to `limit`
-    /// objects (all when `None`).
+    /// objects (all when `None`; none for `Some(0)`).
     pub async fn list_objects(
         &self,
         prefix: &str,
         limit: Option<usize>,
     ) -> Result<Vec<ObjectInfo>> {
         let mut objects = Vec::new();
+        if limit == Some(0) {
+            return Ok(objects);
+        }
         let mut continuation_token = String::new();
         loop {
             let wanted = limit.map_or(1000, |l| (l - objects.len()).min(1000));
