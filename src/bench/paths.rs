@@ -1,7 +1,7 @@
 //! The three ways to the same data: direct SDK clients, the broker, and
 //! PgBouncer (SQL only).
 
-use std::{process::Stdio, time::Duration};
+use std::{collections::HashMap, process::Stdio, time::Duration};
 
 use aws_sdk_s3::{config::Credentials, primitives::ByteStream};
 use bytes::Bytes;
@@ -11,10 +11,47 @@ use super::Setup;
 use crate::client::BrokerClient;
 
 /// tokio-postgres connections (one per worker) and an aws-sdk-s3 client.
+/// Each connection prepares a statement once and reuses it, as a
+/// well-behaved direct client does (asyncpg, the seed's driver, caches
+/// prepared statements the same way).
 pub struct Direct {
-    pub sql: Vec<Client>,
+    pub sql: Vec<PreparingClient>,
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
+}
+
+/// A connection with the statements it prepared.
+pub struct PreparingClient {
+    client: Client,
+    prepared: tokio::sync::Mutex<HashMap<&'static str, tokio_postgres::Statement>>,
+}
+
+impl Direct {
+    /// Runs `sql` (with one optional text parameter) on worker `worker`'s connection.
+    pub async fn query(
+        &self,
+        worker: usize,
+        sql: &'static str,
+        param: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let conn = &self.sql[worker];
+        let statement = {
+            let mut prepared = conn.prepared.lock().await;
+            match prepared.get(sql) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let statement = conn.client.prepare(sql).await?;
+                    prepared.insert(sql, statement.clone());
+                    statement
+                }
+            }
+        };
+        match param {
+            Some(p) => conn.client.query(&statement, &[&p]).await?,
+            None => conn.client.query(&statement, &[]).await?,
+        };
+        Ok(())
+    }
 }
 
 async fn connections(url: &str, count: usize) -> anyhow::Result<Vec<Client>> {
@@ -44,7 +81,14 @@ impl Direct {
             .force_path_style(true)
             .build();
         Ok(Self {
-            sql: connections(&setup.database_url, workers).await?,
+            sql: connections(&setup.database_url, workers)
+                .await?
+                .into_iter()
+                .map(|client| PreparingClient {
+                    client,
+                    prepared: Default::default(),
+                })
+                .collect(),
             s3: aws_sdk_s3::Client::from_conf(config),
             bucket: setup.bucket.clone(),
         })
@@ -79,10 +123,29 @@ impl Direct {
 }
 
 /// A private PgBouncer in transaction mode in front of the same database.
+/// In transaction mode a named statement may be prepared on one server
+/// connection and executed on another, so each query goes as one unnamed
+/// Parse/Bind/Execute (`query_typed`): one round trip, as PgBouncer's users do.
 pub struct PgBouncer {
     pub sql: Vec<Client>,
     _process: tokio::process::Child,
     _dir: std::path::PathBuf,
+}
+
+impl PgBouncer {
+    /// Runs `sql` (with one optional text parameter) on worker `worker`'s connection.
+    pub async fn query(&self, worker: usize, sql: &str, param: Option<&str>) -> anyhow::Result<()> {
+        let client = &self.sql[worker];
+        match param {
+            Some(p) => {
+                client
+                    .query_typed(sql, &[(&p, tokio_postgres::types::Type::TEXT)])
+                    .await?
+            }
+            None => client.query_typed(sql, &[]).await?,
+        };
+        Ok(())
+    }
 }
 
 impl PgBouncer {

@@ -91,24 +91,12 @@ impl Workload {
                 .put_bytes(&put_key, PutOptions::default(), body(1 << 20))
                 .await
                 .map(drop)?,
-            (Self::Select1, Path::Direct(d)) => {
-                d.sql[worker].query(SELECT1, &[]).await.map(drop)?
-            }
-            (Self::PointLookup, Path::Direct(d)) => {
-                d.sql[worker].query(POINT, &[&key]).await.map(drop)?
-            }
-            (Self::Rows100, Path::Direct(d)) => {
-                d.sql[worker].query(ROWS100, &[]).await.map(drop)?
-            }
-            (Self::Select1, Path::PgBouncer(b)) => {
-                b.sql[worker].query(SELECT1, &[]).await.map(drop)?
-            }
-            (Self::PointLookup, Path::PgBouncer(b)) => {
-                b.sql[worker].query(POINT, &[&key]).await.map(drop)?
-            }
-            (Self::Rows100, Path::PgBouncer(b)) => {
-                b.sql[worker].query(ROWS100, &[]).await.map(drop)?
-            }
+            (Self::Select1, Path::Direct(d)) => d.query(worker, SELECT1, None).await?,
+            (Self::PointLookup, Path::Direct(d)) => d.query(worker, POINT, Some(&key)).await?,
+            (Self::Rows100, Path::Direct(d)) => d.query(worker, ROWS100, None).await?,
+            (Self::Select1, Path::PgBouncer(b)) => b.query(worker, SELECT1, None).await?,
+            (Self::PointLookup, Path::PgBouncer(b)) => b.query(worker, POINT, Some(&key)).await?,
+            (Self::Rows100, Path::PgBouncer(b)) => b.query(worker, ROWS100, None).await?,
             (Self::Head, Path::Direct(d)) => {
                 d.s3.head_object()
                     .bucket(&d.bucket)
