@@ -534,6 +534,8 @@ async fn health_follows_postgresql() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["services"], json!({"postgresql": "ok", "s3": "ok"}));
+    let timestamp = body["timestamp"].as_str().expect("a timestamp");
+    chrono::DateTime::parse_from_rfc3339(timestamp).expect("RFC 3339");
 
     proxy.down();
     broker.wait_for_health("broker.v1.Database", false).await;
@@ -589,4 +591,161 @@ async fn large_bodies_are_capped_with_a_json_error() {
     let (status, body) = post(&broker, oversized).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(!error_of(&body).is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405() {
+    let broker = TestBroker::start().await;
+    let http = reqwest::Client::new();
+    for (method, path, allowed) in [
+        (reqwest::Method::GET, "/call_tool", "POST"),
+        (reqwest::Method::POST, "/health", "GET"),
+        (reqwest::Method::DELETE, "/metrics", "GET"),
+    ] {
+        let response = http
+            .request(method.clone(), format!("{}{path}", broker.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+        assert!(allow.contains(allowed), "{method} {path}: Allow: {allow}");
+        let body: Value = response.json().await.expect("a JSON body");
+        let error = error_of(&body);
+        assert!(
+            error.contains(method.as_str()) && error.contains(path),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn made_up_methods_are_refused_and_do_not_become_metric_labels() {
+    let broker = TestBroker::start().await;
+    let mut grpc = tonic::client::Grpc::new(broker.channel().await);
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary::<HeadObjectRequest, proto::ObjectInfo, _>(
+            tonic::Request::new(HeadObjectRequest::default()),
+            http::uri::PathAndQuery::from_static("/broker.v1.ObjectStore/MadeUp4711"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "deny by default: {err:?}"
+    );
+    let (status, _) = call(&broker, "s3_list_objects", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = reqwest::get(format!("{}/metrics", broker.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("MadeUp4711"), "{metrics}");
+    for label in [
+        r#"method="other",code="PermissionDenied""#,
+        r#"method="/call_tool",code="200""#,
+        r#"method="/broker.v1.ObjectStore/ListObjects",code="Ok""#,
+    ] {
+        assert!(metrics.contains(label), "{label} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn call_tool_honours_the_policy_with_grpc_wording() {
+    use resource_broker::{
+        auth::token,
+        client::{BrokerClient, ClientError, ClientOptions, PutOptions},
+    };
+    const READER: &str = "http-reader-token-0123456789";
+    const WRITER: &str = "http-writer-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, audit) = (dir.path().join("policy.toml"), dir.path().join("audit.log"));
+    std::fs::write(
+        &policy,
+        format!(
+            "[agents.reader]\ntoken_sha256 = \"{}\"\nobject_store = {{ access = \"read\" }}\n\n\
+             [agents.writer]\ntoken_sha256 = \"{}\"\nobject_store = {{ access = \"write\" }}\n",
+            token::hash(READER),
+            token::hash(WRITER)
+        ),
+    )
+    .unwrap();
+    let broker = TestBroker::start_with(|config| {
+        config.policy_file = Some(policy);
+        config.audit_log = Some(audit.clone());
+    })
+    .await;
+    let call_as = |token: Option<&'static str>, arguments: Value| {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/call_tool", broker.url()))
+            .header("content-type", "application/json")
+            .body(json!({"tool": "s3_put_object", "arguments": arguments}).to_string());
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let put = json!({"key": "incoming/a.txt", "body": "a"});
+
+    let (status, body) = call_as(Some(READER), put.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let grpc_reader = BrokerClient::connect(
+        &broker.url(),
+        ClientOptions {
+            token: Some(READER.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let Err(ClientError::Status(refused)) = grpc_reader
+        .put_bytes("incoming/a.txt", PutOptions::default(), b"a".to_vec())
+        .await
+    else {
+        panic!("a reader's put must fail with a status")
+    };
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(error_of(&body), refused.message());
+    assert_eq!(
+        grpc_get(&broker, "incoming/a.txt")
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unauthenticated,
+        "the probe itself needs a token"
+    );
+
+    let (status, body) = call_as(None, put.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = call_as(Some(WRITER), put).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The audit trail names the HTTP client's address, not "in-process".
+    let records: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let http_put = records
+        .iter()
+        .find(|r| r["agent"] == "writer" && r["method"] == "/broker.v1.ObjectStore/PutObject")
+        .expect("the writer's put is audited");
+    assert_eq!(http_put["outcome"], "Ok");
+    assert!(
+        http_put["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{http_put}"
+    );
 }

@@ -720,3 +720,35 @@ async fn every_call_leaves_a_chained_audit_record() {
     assert!(!tampered.status.success());
     assert!(String::from_utf8_lossy(&tampered.stderr).contains("changed"));
 }
+
+#[test]
+fn broker_token_prints_a_policy_entry_that_parses_and_refuses_bad_names() {
+    let run = |agent: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["token", "--agent", agent])
+            .output()
+            .unwrap()
+    };
+    let ok = run("extractor.ca-a2a.local");
+    assert!(ok.status.success());
+    let stdout = String::from_utf8(ok.stdout).unwrap();
+    let token = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("rbk_"))
+        .expect("the token is printed");
+    let entry = &stdout[stdout.find("[agents.").expect("a policy entry")..];
+    let policy = resource_broker::auth::Policy::parse(entry).unwrap();
+    let (name, _) = policy.by_token_hash(&token::hash(token)).unwrap();
+    assert_eq!(name, "extractor.ca-a2a.local");
+
+    for bad in ["", "two words", "x]\n[agents.admin", "quote\"d"] {
+        let refused = run(bad);
+        assert!(!refused.status.success(), "{bad:?}");
+        assert!(refused.stdout.is_empty(), "{bad:?}: nothing printed");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("--agent"),
+            "{bad:?}"
+        );
+    }
+}

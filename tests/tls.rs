@@ -1,6 +1,7 @@
 //! TLS on the broker's port: server certificates, mutual TLS where the
-//! client certificate's name is the agent identity, and `broker healthcheck`
-//! over TLS. Certificates are made fresh for each run with rcgen.
+//! client certificate's name is the agent identity (over gRPC, `/call_tool`
+//! and MCP alike), and `broker healthcheck` over TLS. Certificates are made
+//! fresh for each run with rcgen.
 
 mod common;
 
@@ -258,5 +259,125 @@ async fn the_client_library_speaks_mutual_tls() {
             .unwrap_err()
             .code(),
         Code::Unavailable
+    );
+}
+
+/// One HTTP/1.1 POST of `body` to `path` over mutual TLS with the client
+/// certificate named `extractor`; returns the status and the JSON body.
+async fn post_over_mtls(
+    broker: &TestBroker,
+    pki: &Pki,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use std::sync::Arc;
+
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_file(pki.path("client.pem")).unwrap()],
+        PrivateKeyDer::from_pem_file(pki.path("client.key")).unwrap(),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    // The server may close without close_notify; what was read is enough.
+    let _ = tls.read_to_end(&mut response).await;
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}")),
+    )
+}
+
+#[tokio::test]
+async fn the_certificate_identifies_the_agent_on_call_tool_and_mcp_too() {
+    use serde_json::json;
+    let pki = make_pki();
+    let broker = mtls_broker(&pki).await;
+
+    // /call_tool: the extractor reads incoming/ (a missing key is 404, not
+    // 401), and its grant's limits hold.
+    let (status, body) = post_over_mtls(
+        &broker,
+        &pki,
+        "/call_tool",
+        json!({"tool": "get_object_metadata", "arguments": {"key": "incoming/none"}}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post_over_mtls(
+        &broker,
+        &pki,
+        "/call_tool",
+        json!({"tool": "get_object_metadata", "arguments": {"key": "secret/x"}}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post_over_mtls(
+        &broker,
+        &pki,
+        "/call_tool",
+        json!({"tool": "s3_put_object", "arguments": {"key": "incoming/x", "body": "x"}}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("may not write"),
+        "{body}"
+    );
+
+    // MCP: the tools listed for the certificate are tools it can call.
+    let (status, listed) = post_over_mtls(
+        &broker,
+        &pki,
+        "/mcp",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    assert!(
+        tools.iter().any(|t| t["name"] == "s3_list_objects"),
+        "{listed}"
+    );
+    let (status, called) = post_over_mtls(
+        &broker,
+        &pki,
+        "/mcp",
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "s3_list_objects", "arguments": {"prefix": "incoming/"}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{called}");
+    assert_ne!(called["result"]["isError"], true, "{called}");
+    assert_eq!(
+        called["result"]["structuredContent"]["count"], 0,
+        "{called}"
     );
 }
