@@ -10,7 +10,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use resource_broker::client::{BrokerClient, PutOptions};
+use resource_broker::{
+    agents::extract::DocumentType,
+    client::{BrokerClient, PutOptions},
+};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -42,15 +45,12 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or("upload")
         .to_owned();
     let key = args.key.unwrap_or_else(|| format!("incoming/{name}"));
+    // The agents' own guess, so that .tsv goes in as a CSV as well.
     let content_type = args.content_type.unwrap_or_else(|| {
-        match name
-            .rsplit_once('.')
-            .map(|(_, e)| e.to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("pdf") => "application/pdf",
-            Some("csv") => "text/csv",
-            _ => "application/octet-stream",
+        match DocumentType::from_extension(&name) {
+            Some(DocumentType::Pdf) => "application/pdf",
+            Some(DocumentType::Csv) => "text/csv",
+            None => "application/octet-stream",
         }
         .to_owned()
     });

@@ -174,7 +174,16 @@ impl Orchestrator {
                 .await?;
             for row in page.iter() {
                 after = row.get("id")?;
-                let (task, key): (String, String) = (row.get("task_id")?, row.get("s3_key")?);
+                let (Some(task), Some(key)) = (
+                    row.get::<Option<String>>("task_id")?,
+                    row.get::<Option<String>>("s3_key")?,
+                ) else {
+                    tracing::warn!(
+                        row_id = after,
+                        "skipping a task row without task_id or s3_key"
+                    );
+                    continue;
+                };
                 let owner = self.new_owner();
                 if self
                     .transition(
