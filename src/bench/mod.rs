@@ -43,8 +43,9 @@ pub struct BenchArgs {
         default_value = "select1,point_lookup,rows100,head,get4k,put4k,get1m,put1m"
     )]
     pub workloads: Vec<String>,
-    /// Size of the streaming put+get (MiB; 0 skips it).
-    #[arg(long, default_value_t = 256)]
+    /// Size of the streaming put+get (MiB; 0 skips it), on a fresh broker
+    /// whose peak RSS is reported.
+    #[arg(long, default_value_t = 1024)]
     pub stream_mib: usize,
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench.json")]
@@ -63,6 +64,9 @@ pub struct BrokerProcess {
     pub url: String,
     pub startup: Duration,
     pub idle_rss_kib: u64,
+    /// The private (anonymous) part of the idle RSS; the rest is the
+    /// binary's code pages, shared and reclaimable page cache.
+    pub idle_anon_kib: u64,
 }
 
 impl BrokerProcess {
@@ -91,17 +95,18 @@ impl BrokerProcess {
 
     /// (current RSS, peak RSS) in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        (self.status_kib("VmRSS:"), self.status_kib("VmHWM:"))
+    }
+
+    /// A KiB figure of /proc/PID/status (0 when unreadable).
+    fn status_kib(&self, name: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Resets the peak RSS so the next phase's peak is its own.
@@ -210,11 +215,16 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
             );
         }
     }
+    let _ = broker.child.kill().await;
     if args.stream_mib > 0 {
+        // A broker of its own, so that its peak memory is the stream's and
+        // not what the concurrent cells before it left resident.
+        let mut broker = start_broker(setup).await?;
+        let client = BrokerClient::connect(&broker.url, ClientOptions::default()).await?;
         report.streaming =
             Some(workload::stream(&direct, &client, &broker, args.stream_mib).await?);
+        let _ = broker.child.kill().await;
     }
-    let _ = broker.child.kill().await;
     Ok(report)
 }
 
@@ -254,9 +264,11 @@ async fn start_broker(setup: &Setup) -> anyhow::Result<BrokerProcess> {
         url: format!("http://{addr}"),
         startup: started.elapsed(),
         idle_rss_kib: 0,
+        idle_anon_kib: 0,
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     broker.idle_rss_kib = broker.rss_kib().0;
+    broker.idle_anon_kib = broker.status_kib("RssAnon:");
     Ok(broker)
 }
 

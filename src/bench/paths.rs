@@ -129,7 +129,7 @@ impl Direct {
 pub struct PgBouncer {
     pub sql: Vec<Client>,
     _process: tokio::process::Child,
-    _dir: std::path::PathBuf,
+    dir: std::path::PathBuf,
 }
 
 impl PgBouncer {
@@ -182,9 +182,10 @@ impl PgBouncer {
                 "[databases]\nbench = host={host} port={port} dbname={db} user={user}\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {listen}\nauth_type = trust\nauth_file = {users}\n\
                  pool_mode = transaction\ndefault_pool_size = 10\nmax_client_conn = 1000\n\
-                 unix_socket_dir =\nlogfile = {log}\n",
+                 unix_socket_dir =\nlogfile = {log}\npidfile = {pid}\n",
                 users = dir.join("users.txt").display(),
                 log = dir.join("pgbouncer.log").display(),
+                pid = dir.join("pgbouncer.pid").display(),
             ),
         )?;
         let as_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -214,7 +215,7 @@ impl PgBouncer {
                 return Ok(Some(Self {
                     sql: connections(&url, 64).await?,
                     _process: process,
-                    _dir: dir,
+                    dir,
                 }));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -224,6 +225,17 @@ impl PgBouncer {
             dir.join("pgbouncer.log").display()
         );
         Ok(None)
+    }
+}
+
+impl Drop for PgBouncer {
+    /// Stops PgBouncer itself: under `runuser` it is not the child that
+    /// `kill_on_drop` kills.
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Row {
 pub struct Report {
     pub startup_ms: f64,
     pub idle_rss_mib: f64,
+    /// Private memory of the idle broker (RSS without its code pages).
+    pub idle_private_mib: f64,
     pub pgbouncer: bool,
     pub rows: Vec<Row>,
     pub streaming: Option<Streaming>,
@@ -48,6 +50,7 @@ impl Report {
         Self {
             startup_ms: broker.startup.as_secs_f64() * 1e3,
             idle_rss_mib: broker.idle_rss_kib as f64 / 1024.0,
+            idle_private_mib: broker.idle_anon_kib as f64 / 1024.0,
             pgbouncer,
             rows: Vec::new(),
             streaming: None,
@@ -78,9 +81,10 @@ impl Report {
 
     pub fn print(&self) {
         println!(
-            "\nbroker bench: start-up to SERVING {:.0} ms, idle RSS {:.1} MiB{}\n",
+            "\nbroker bench: start-up to SERVING {:.0} ms, idle RSS {:.1} MiB ({:.1} MiB private, the rest code pages){}\n",
             self.startup_ms,
             self.idle_rss_mib,
+            self.idle_private_mib,
             if self.pgbouncer {
                 ""
             } else {
