@@ -563,6 +563,10 @@ async fn large_bodies_are_capped_with_a_json_error() {
     let (status, body) = call(&broker, "s3_get_object", json!({"key": "big.txt"})).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(error_of(&body).contains("GetObject"), "{body}");
+    assert!(
+        error_of(&body).contains("a tool call returns at most"),
+        "worded for every doorway (MCP too): {body}"
+    );
 
     // Over 1 MiB goes through (the seed failed there); over the cap does not.
     let two_mib = "b".repeat(2 * 1024 * 1024);

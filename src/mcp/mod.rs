@@ -116,12 +116,11 @@ impl BrokerMcp {
         };
         let mut resources = Vec::new();
         for prefix in prefixes {
-            let Some(limit) = LISTED_OBJECTS
-                .checked_sub(resources.len())
-                .filter(|n| *n > 0)
-            else {
+            // Each listing asks for at most what is left, so this never underflows.
+            let limit = LISTED_OBJECTS - resources.len();
+            if limit == 0 {
                 break;
-            };
+            }
             let listed = self
                 .run(
                     origin,
