@@ -313,6 +313,11 @@ pub struct S3Config {
     #[arg(long, env = "BROKER_S3_ATTEMPT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub attempt_timeout: Duration,
 
+    /// Longest an object body from S3 may stall (the attempt timeout covers
+    /// the wait for the headers): a stalled GetObject fails with UNAVAILABLE.
+    #[arg(long, env = "BROKER_S3_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+
     /// Fixed credentials instead of the AWS chain (`broker dev` and tests).
     #[arg(skip)]
     pub static_credentials: Option<StaticCredentials>,

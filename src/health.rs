@@ -130,11 +130,30 @@ async fn probe(timeout: Duration, check: impl Future<Output = Result<(), String>
     }
 }
 
-/// Mirrors every change of `health` into the gRPC health service.
-pub async fn feed_reporter(health: Health, reporter: HealthReporter) {
+/// The gRPC health service names, overall first.
+const SERVICES: [&str; 3] = ["", OBJECT_STORE_SERVICE, DATABASE_SERVICE];
+
+/// Mirrors every change of `health` into the gRPC health service. Once
+/// draining, it ends every Watch stream (after its NOT_SERVING message), so
+/// that a watcher does not hold its connection open for the whole drain.
+pub async fn feed_reporter(health: Health, mut reporter: HealthReporter) {
     let mut changes = health.subscribe();
     loop {
         let snapshot = changes.borrow_and_update().clone();
+        if snapshot.draining {
+            for service in SERVICES {
+                reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+                // Dropping a service's channel ends its watchers; Check
+                // keeps answering NOT_SERVING from the new one.
+                reporter.clear_service_status(service).await;
+                reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+            return;
+        }
         let status = |up: bool| {
             if up && !snapshot.draining {
                 ServingStatus::Serving

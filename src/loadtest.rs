@@ -173,8 +173,10 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<Report> {
         let _ = stopped.await;
     }));
 
+    // Long enough that a loaded machine's pauses do not count as errors;
+    // an outage fails calls at once (UNAVAILABLE), not by timing out.
     let options = ClientOptions {
-        timeout: Some(Duration::from_secs(2)),
+        timeout: Some(Duration::from_secs(5)),
         ..ClientOptions::default()
     };
     let client = BrokerClient::connect(&format!("http://{addr}"), options).await?;

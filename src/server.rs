@@ -104,12 +104,11 @@ pub async fn serve(
         )),
     );
     tracing::info!(addr = %listener.local_addr()?, "broker listening (gRPC and HTTP)");
-    let shutdown = async {
-        shutdown.await;
+    let draining = || {
         tracing::info!("shutting down: draining in-flight calls");
         health.set_draining();
     };
-    run(listener, app, tls, shutdown, config.drain_timeout).await;
+    run(listener, app, tls, shutdown, draining, config.drain_timeout).await;
     backends.store.abort_pending_uploads().await;
     background.shutdown().await;
     tracing::info!("broker stopped");
@@ -193,13 +192,14 @@ fn with_layers(routes: Routes, backends: &Backends) -> Router {
 pub type InProcess = Router;
 
 /// Accepts connections (HTTP/1.1 and HTTP/2 on the same port, in TLS when
-/// `tls` is set) until `shutdown`, then lets open connections finish for up
-/// to `drain_timeout`.
+/// `tls` is set) until `shutdown`; then stops listening, calls `draining`
+/// and lets open connections finish for up to `drain_timeout`.
 async fn run(
     listener: TcpListener,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
+    draining: impl FnOnce(),
     drain_timeout: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -252,7 +252,9 @@ async fn run(
             }
         });
     }
+    // New connections are refused before anyone can see NOT_SERVING.
     drop(listener);
+    draining();
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(drain_timeout) => {

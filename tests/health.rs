@@ -219,3 +219,49 @@ async fn healthcheck_exit_codes_match_grpc_health_probe() {
         0
     );
 }
+
+#[tokio::test]
+async fn draining_ends_health_watches_and_refuses_new_connections() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    // A drain that would outlast the test if a watcher could hold it open.
+    let broker =
+        TestBroker::start_with(|config| config.drain_timeout = Duration::from_secs(600)).await;
+    let url = broker.url();
+    let mut health = HealthClient::new(broker.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let stopped = tokio::spawn(broker.stop());
+    let guard = Duration::from_secs(60);
+    let mut statuses = Vec::new();
+    while let Some(message) = tokio::time::timeout(guard, watch.message())
+        .await
+        .expect("the watch ends when draining starts")
+        .unwrap()
+    {
+        statuses.push(message.status());
+    }
+    assert_eq!(statuses, [ServingStatus::NotServing]);
+    let refused = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await;
+    assert!(
+        refused.is_err(),
+        "new connections are refused while draining"
+    );
+    tokio::time::timeout(guard, stopped)
+        .await
+        .expect("nothing holds the drain open")
+        .unwrap()
+        .unwrap();
+}

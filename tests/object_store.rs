@@ -494,3 +494,91 @@ async fn empty_objects_work() {
     .await;
     assert!(reads.into_iter().all(|r| r.unwrap() == 0));
 }
+
+#[tokio::test]
+async fn missing_keys_never_open_the_breaker() {
+    let broker = TestBroker::start_with(|config| config.resilience.breaker_failures = 2).await;
+    let mut client = broker.object_store().await;
+    for _ in 0..10 {
+        let head = client
+            .head_object(HeadObjectRequest {
+                bucket: String::new(),
+                key: "missing".into(),
+            })
+            .await;
+        assert_eq!(head.unwrap_err().code(), Code::NotFound);
+    }
+    put(&mut client, "present", b"x", 1).await.unwrap();
+    client
+        .head_object(HeadObjectRequest {
+            bucket: String::new(),
+            key: "present".into(),
+        })
+        .await
+        .expect("S3 is still called");
+    let metrics = http_get(&broker, "/metrics").await;
+    assert!(
+        metrics.contains(r#"broker_circuit_breaker_state{backend="s3"} 0"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn uploads_in_progress_at_shutdown_are_aborted() {
+    let (db, s3) = (
+        common::TestDatabase::create().await,
+        common::TestS3::start().await,
+    );
+    let mut config = common::test_config(&db, &s3);
+    config.drain_timeout = Duration::from_millis(500);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(resource_broker::server::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = loop {
+        match Channel::from_shared(url.clone()).unwrap().connect().await {
+            Ok(channel) => break channel,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<PutObjectRequest>(4);
+    let upload = tokio::spawn(async move {
+        ObjectStoreClient::new(channel)
+            .put_object(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(header("unfinished.bin", "")).await.unwrap();
+    for piece in binary_body(6 * 1024 * 1024).chunks(1024 * 1024) {
+        tx.send(chunk(piece)).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s3.pending_upload_files().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "multipart upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client keeps its stream open past the drain.
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert_eq!(s3.pending_upload_files(), Vec::<String>::new());
+    drop(tx);
+    let _ = upload.await;
+}
+
+async fn http_get(broker: &TestBroker, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}

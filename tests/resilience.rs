@@ -225,28 +225,168 @@ async fn overload_is_refused_with_resource_exhausted() {
     let broker =
         TestBroker::start_with(|config| config.resilience.max_in_flight_per_caller = 2).await;
     let db = broker.database().await;
+    // No deadline to race: the slow calls end when the test drops them.
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let mut db = db.clone();
-            tokio::spawn(async move {
-                db.query(with_timeout(
-                    query("SELECT pg_sleep(30)"),
-                    Duration::from_secs(3),
-                ))
-                .await
-            })
+            tokio::spawn(async move { db.query(query("SELECT pg_sleep(30)")).await })
         })
         .collect();
     wait_for_sleeps(&broker, 2).await;
     let err = db.clone().query(query("SELECT 1")).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     for call in slow {
-        assert_deadline(&call.await.unwrap().unwrap_err());
+        call.abort();
     }
+    wait_for_sleeps(&broker, 0).await;
     db.clone()
         .query(query("SELECT 1"))
         .await
         .expect("slots are released");
+}
+
+#[tokio::test]
+async fn a_saturated_pool_and_sql_errors_never_open_the_database_breaker() {
+    let broker = TestBroker::start_with(|config| {
+        config.postgres.pool_min = 1;
+        config.postgres.pool_max = 1;
+        config.postgres.acquire_timeout = Duration::from_millis(200);
+        config.resilience.breaker_failures = 2;
+    })
+    .await;
+    let mut db = broker.database().await;
+    // Answers, however many: a syntax error, a write through Query, a missing table.
+    for sql in [
+        "SELEC 1",
+        "CREATE TABLE t (x int)",
+        "SELECT * FROM missing_table",
+    ] {
+        for _ in 0..3 {
+            let err = db.query(query(sql)).await.unwrap_err();
+            assert!(
+                matches!(err.code(), Code::InvalidArgument | Code::PermissionDenied),
+                "{sql}: {err:?}"
+            );
+        }
+    }
+    // The only connection is busy: callers time out waiting for it.
+    let sleeper = tokio::spawn({
+        let mut db = db.clone();
+        async move { db.query(query("SELECT pg_sleep(30)")).await }
+    });
+    wait_for_sleeps(&broker, 1).await;
+    for _ in 0..4 {
+        let err = db.query(query("SELECT 1")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(
+            err.message()
+                .contains("waiting for a free database connection"),
+            "a busy pool, not an open breaker: {err:?}"
+        );
+    }
+    sleeper.abort();
+    wait_for_sleeps(&broker, 0).await;
+    db.query(query("SELECT 1"))
+        .await
+        .expect("the breaker stayed closed");
+}
+
+/// A broker's services in-process: no client-side timer, so deadlines
+/// observed are the server's own.
+async fn in_process(broker: &TestBroker) -> resource_broker::server::InProcess {
+    let backends = resource_broker::server::Backends::from_config(&broker.config)
+        .await
+        .unwrap();
+    resource_broker::server::in_process(&backends)
+}
+
+#[tokio::test]
+async fn calls_without_grpc_timeout_get_the_server_default_and_asked_ones_are_capped() {
+    let broker = TestBroker::start_with(|config| {
+        config.resilience.default_deadline = Duration::from_millis(500);
+        config.resilience.stream_deadline = Duration::from_millis(500);
+        config.resilience.max_deadline = Duration::from_millis(500);
+        // Only the deadline can stop these statements.
+        config.postgres.statement_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let mut db =
+        resource_broker::proto::database_client::DatabaseClient::new(in_process(&broker).await);
+    let guard = Duration::from_secs(120);
+    let err = tokio::time::timeout(guard, db.query(query("SELECT pg_sleep(3600)")))
+        .await
+        .expect("the server's default deadline ends the call")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let mut request = Request::new(query("SELECT pg_sleep(3600)"));
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "10H".parse().unwrap());
+    let err = tokio::time::timeout(guard, db.query(request))
+        .await
+        .expect("ten hours are lowered to the cap")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    wait_for_sleeps(&broker, 0).await;
+}
+
+#[tokio::test]
+async fn a_get_object_stream_outliving_its_deadline_ends_with_deadline_exceeded() {
+    let broker = TestBroker::start().await;
+    let body = binary_body(8 * 1024 * 1024);
+    put(&mut broker.object_store().await, "slow.bin", &body).await;
+    let mut store = resource_broker::proto::object_store_client::ObjectStoreClient::new(
+        in_process(&broker).await,
+    );
+    let mut request = Request::new(GetObjectRequest {
+        key: "slow.bin".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "500m".parse().unwrap());
+    let mut stream = store.get_object(request).await.unwrap().into_inner();
+    stream.message().await.unwrap().expect("the info message");
+    // A reader too slow for its deadline.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut received = 0;
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(message)) => {
+                if let Some(get_object_response::Part::Chunk(chunk)) = message.part {
+                    received += chunk.len();
+                }
+            }
+            Ok(None) => panic!("the whole body arrived after the deadline"),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(received < body.len());
+}
+
+async fn put(
+    store: &mut resource_broker::proto::object_store_client::ObjectStoreClient<
+        tonic::transport::Channel,
+    >,
+    key: &str,
+    body: &[u8],
+) {
+    let mut messages = vec![PutObjectRequest {
+        part: Some(put_object_request::Part::Header(PutObjectHeader {
+            key: key.into(),
+            ..Default::default()
+        })),
+    }];
+    messages.extend(body.chunks(1024 * 1024).map(|c| PutObjectRequest {
+        part: Some(put_object_request::Part::Chunk(
+            bytes::Bytes::copy_from_slice(c),
+        )),
+    }));
+    store
+        .put_object(futures::stream::iter(messages))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -305,22 +445,7 @@ async fn sigterm_lets_a_large_stream_finish_then_exits_cleanly() {
     // Objects and tables from an in-process broker; the process under test shares them.
     let helper = TestBroker::start().await;
     let body = binary_body(24 * 1024 * 1024);
-    let mut store = helper.object_store().await;
-    let mut messages = vec![PutObjectRequest {
-        part: Some(put_object_request::Part::Header(PutObjectHeader {
-            key: "big.bin".into(),
-            ..Default::default()
-        })),
-    }];
-    messages.extend(body.chunks(1024 * 1024).map(|c| PutObjectRequest {
-        part: Some(put_object_request::Part::Chunk(
-            bytes::Bytes::copy_from_slice(c),
-        )),
-    }));
-    store
-        .put_object(futures::stream::iter(messages))
-        .await
-        .unwrap();
+    put(&mut helper.object_store().await, "big.bin", &body).await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -404,12 +529,8 @@ async fn sigterm_lets_a_large_stream_finish_then_exits_cleanly() {
 async fn the_server_enforces_grpc_timeout_itself() {
     // In-process: no client-side timer, so the answer is the server's own.
     let broker = TestBroker::start().await;
-    let backends = resource_broker::server::Backends::from_config(&broker.config)
-        .await
-        .unwrap();
-    let mut db = resource_broker::proto::database_client::DatabaseClient::new(
-        resource_broker::server::in_process(&backends),
-    );
+    let mut db =
+        resource_broker::proto::database_client::DatabaseClient::new(in_process(&broker).await);
     let mut request = Request::new(query("SELECT pg_sleep(30)"));
     request
         .metadata_mut()

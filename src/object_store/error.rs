@@ -114,3 +114,51 @@ impl crate::resilience::BackendError for ObjectStoreError {
         Self::DeadlineExceeded(message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::{error::ErrorMetadata, operation::list_objects_v2::ListObjectsV2Error};
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn classify(status: u16, code: &str) -> ObjectStoreError {
+        let error = ListObjectsV2Error::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("the message")
+                .build(),
+        );
+        let raw = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        ObjectStoreError::from_sdk(SdkError::service_error(error, raw), "b", "k")
+    }
+
+    #[test]
+    fn client_errors_are_the_request_s_fault_not_internal() {
+        for code in ["InvalidArgument", "KeyTooLongError", "EntityTooLarge"] {
+            assert!(
+                matches!(classify(400, code), ObjectStoreError::InvalidArgument(m) if m.contains(code)),
+                "{code}"
+            );
+        }
+        for status in [409, 412] {
+            assert!(matches!(
+                classify(status, "PreconditionFailed"),
+                ObjectStoreError::FailedPrecondition(_)
+            ));
+        }
+        assert!(matches!(
+            classify(404, "NoSuchKey"),
+            ObjectStoreError::NoSuchKey { .. }
+        ));
+        assert!(matches!(
+            classify(503, "SlowDown"),
+            ObjectStoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(405, "MethodNotAllowed"),
+            ObjectStoreError::Internal(_)
+        ));
+    }
+}

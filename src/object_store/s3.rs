@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use aws_sdk_s3::{
     Client,
     config::{
-        BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig,
-        timeout::TimeoutConfig,
+        BehaviorVersion, Region, RequestChecksumCalculation, StalledStreamProtectionConfig,
+        retry::RetryConfig, timeout::TimeoutConfig,
     },
     primitives::{ByteStream as SdkByteStream, DateTime as SdkDateTime},
 };
@@ -65,6 +65,14 @@ impl S3Store {
                 TimeoutConfig::builder()
                     .connect_timeout(config.connect_timeout)
                     .operation_attempt_timeout(config.attempt_timeout)
+                    .build(),
+            )
+            // A body that stops flowing for the read timeout fails instead
+            // of holding the stream until its deadline. (The SDK's own
+            // read_timeout would also cover sending an upload's body.)
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(config.read_timeout)
                     .build(),
             );
         if let Some(endpoint) = &config.s3_endpoint_url {

@@ -1,6 +1,7 @@
 //! A multipart upload that cannot leak: it is aborted when it fails, when it
-//! is dropped before completion (a cancelled client stream drops it), and at
-//! shutdown (every upload in progress is registered in [`PendingUploads`]).
+//! is dropped before completion (a cancelled client stream drops it; the
+//! abort waits for the part in flight), and at shutdown (every upload in
+//! progress is registered in [`PendingUploads`], which then refuses new ones).
 
 use std::{
     collections::HashMap,
@@ -15,31 +16,64 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 use futures::TryFutureExt;
 
-use super::{ObjectStoreError, Result, s3::Metadata, s3::unquote};
-use crate::resilience::{Guard, Idempotency::Once};
+use aws_sdk_s3::operation::upload_part::UploadPartOutput;
+use tokio::task::JoinHandle;
 
-/// Multipart uploads in progress: upload id → (bucket, key).
+use super::{ObjectStoreError, Result, s3::Metadata, s3::unquote};
+use crate::resilience::{Guard, Idempotency::Once, deadline};
+
+/// Multipart uploads in progress; closed at shutdown.
 #[derive(Clone, Default)]
-pub(super) struct PendingUploads(Arc<Mutex<HashMap<String, (String, String)>>>);
+pub(super) struct PendingUploads(Arc<Mutex<Registry>>);
+
+#[derive(Default)]
+struct Registry {
+    /// Upload id → (bucket, key, held while one of its parts is being sent).
+    uploads: HashMap<String, (String, String, Sending)>,
+    closed: bool,
+}
+
+/// Held while a part is in flight, so that an abort can wait for it.
+type Sending = Arc<tokio::sync::Mutex<()>>;
 
 impl PendingUploads {
-    fn insert(&self, upload_id: &str, bucket: &str, key: &str) {
-        self.lock()
-            .insert(upload_id.to_owned(), (bucket.to_owned(), key.to_owned()));
+    /// Registers an upload; `None` once closed (the caller must abort it:
+    /// nobody would at shutdown).
+    fn insert(&self, upload_id: &str, bucket: &str, key: &str) -> Option<Sending> {
+        let mut registry = self.lock();
+        if registry.closed {
+            return None;
+        }
+        let sending = Sending::default();
+        registry.uploads.insert(
+            upload_id.to_owned(),
+            (bucket.to_owned(), key.to_owned(), sending.clone()),
+        );
+        Some(sending)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     fn remove(&self, upload_id: &str) {
-        self.lock().remove(upload_id);
+        self.lock().uploads.remove(upload_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Aborts every registered upload.
+    /// Refuses new uploads and parts, then aborts every registered upload
+    /// once its part in flight (if any) has landed.
     pub(super) async fn abort_all(&self, client: &Client) {
-        let pending: Vec<_> = self.lock().drain().collect();
-        for (upload_id, (bucket, key)) in pending {
+        let pending: Vec<_> = {
+            let mut registry = self.lock();
+            registry.closed = true;
+            registry.uploads.drain().collect()
+        };
+        for (upload_id, (bucket, key, sending)) in pending {
+            let _sent = sending.lock().await;
             abort(client, &bucket, &key, &upload_id).await;
         }
     }
@@ -54,6 +88,11 @@ pub(super) struct Upload {
     key: String,
     upload_id: String,
     parts: Vec<CompletedPart>,
+    sending: Sending,
+    /// The part being sent. It runs in a task of its own, so that an
+    /// abort after a cancel waits for it: a part that lands after the
+    /// abort would stay in the bucket.
+    in_flight: Option<JoinHandle<Result<UploadPartOutput>>>,
     finished: bool,
 }
 
@@ -89,7 +128,10 @@ impl Upload {
                 .ok_or_else(|| ObjectStoreError::Internal("S3 returned no upload id".into()))?
                 .to_owned();
             tracing::debug!(bucket, key, upload_id, "multipart upload started");
-            pending.insert(&upload_id, &bucket, &key);
+            let Some(sending) = pending.insert(&upload_id, &bucket, &key) else {
+                abort(&client, &bucket, &key, &upload_id).await;
+                return Err(shutting_down());
+            };
             Ok(Self {
                 client,
                 guard,
@@ -98,6 +140,8 @@ impl Upload {
                 key,
                 upload_id,
                 parts: Vec::new(),
+                sending,
+                in_flight: None,
                 finished: false,
             })
         });
@@ -108,20 +152,44 @@ impl Upload {
     /// Uploads the next part; on failure the whole upload is aborted.
     pub(super) async fn upload_part(&mut self, body: Bytes) -> Result<()> {
         let part_number = self.parts.len() as i32 + 1;
-        let result = self
-            .guard
-            .call("UploadPart", Once, || {
-                self.client
+        let (client, guard) = (self.client.clone(), self.guard.clone());
+        let (bucket, key, upload_id) = (
+            self.bucket.clone(),
+            self.key.clone(),
+            self.upload_id.clone(),
+        );
+        let (sending, pending) = (self.sending.clone(), self.pending.clone());
+        let left = deadline::remaining();
+        let send = async move {
+            let _sending = sending.lock_owned().await;
+            // Checked under the lock: a shutdown abort waits for this part,
+            // or this part sees the shutdown.
+            if pending.is_closed() {
+                return Err(shutting_down());
+            }
+            let attempt = guard.call("UploadPart", Once, || {
+                client
                     .upload_part()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .upload_id(&self.upload_id)
+                    .bucket(&bucket)
+                    .key(&key)
+                    .upload_id(&upload_id)
                     .part_number(part_number)
                     .body(ByteStream::from(body.clone()))
                     .send()
-                    .map_err(|e| ObjectStoreError::from_sdk(e, &self.bucket, &self.key))
-            })
-            .await;
+                    .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))
+            });
+            match left {
+                Some(left) => deadline::scope(left, attempt).await,
+                None => attempt.await,
+            }
+        };
+        let task = self.in_flight.insert(tokio::spawn(send));
+        let result = task.await.unwrap_or_else(|e| {
+            Err(ObjectStoreError::Internal(format!(
+                "uploading a part failed: {e}"
+            )))
+        });
+        self.in_flight = None;
         match result {
             Ok(output) => {
                 self.parts.push(
@@ -190,18 +258,29 @@ impl Drop for Upload {
         if self.finished {
             return;
         }
-        // Dropped mid-way: the client went away. Abort in the background.
+        // Dropped mid-way: the client went away. Abort in the background,
+        // once the part in flight (if any) has landed.
         self.pending.remove(&self.upload_id);
-        let (client, bucket, key, upload_id) = (
+        let (client, bucket, key, upload_id, in_flight) = (
             self.client.clone(),
             std::mem::take(&mut self.bucket),
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.upload_id),
+            self.in_flight.take(),
         );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { abort(&client, &bucket, &key, &upload_id).await });
+            runtime.spawn(async move {
+                if let Some(part) = in_flight {
+                    let _ = part.await;
+                }
+                abort(&client, &bucket, &key, &upload_id).await
+            });
         }
     }
+}
+
+fn shutting_down() -> ObjectStoreError {
+    ObjectStoreError::Unavailable("the broker is shutting down; the upload was stopped".into())
 }
 
 /// Aborts one upload; cleanup bypasses the breaker, since it must be tried.
@@ -222,5 +301,27 @@ async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str) {
             error = %ObjectStoreError::from_sdk(e, bucket, key),
             "aborting a multipart upload failed; a bucket lifecycle rule will clean it up"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closed_registry_refuses_new_uploads() {
+        let pending = PendingUploads::default();
+        assert!(pending.insert("u1", "b", "k").is_some());
+        pending.remove("u1");
+        // Nothing registered: closing makes no S3 call.
+        let client = Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .build(),
+        );
+        pending.abort_all(&client).await;
+        assert!(pending.is_closed());
+        assert!(pending.insert("u2", "b", "k").is_none());
+        assert!(pending.lock().uploads.is_empty());
     }
 }

@@ -19,7 +19,8 @@ use prometheus_client::{
 pub struct RequestLabels {
     /// `/broker.v1.Database/Query`, or an HTTP path.
     pub method: String,
-    /// gRPC status code name (`OK`, `NOT_FOUND`, ...) or HTTP status.
+    /// gRPC status code as tonic names it (`Ok`, `NotFound`, `Cancelled`
+    /// for a stream that ended without a status, ...), or the HTTP status.
     pub code: String,
 }
 
@@ -69,6 +70,7 @@ pub struct Metrics {
     pub pool_max_connections: Gauge,
     pub pool_acquire_duration: Histogram,
     pub pool_acquire_timeouts: Counter,
+    pub pool_waiting: Gauge,
 }
 
 /// The process-wide metrics.
@@ -92,6 +94,7 @@ impl Metrics {
             pool_max_connections: Gauge::default(),
             pool_acquire_duration: LatencyBuckets.new_metric(),
             pool_acquire_timeouts: Counter::default(),
+            pool_waiting: Gauge::default(),
         };
         {
             let mut r = metrics.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,6 +153,11 @@ impl Metrics {
                 "Waits for a pooled connection that timed out",
                 metrics.pool_acquire_timeouts.clone(),
             );
+            r.register(
+                "broker_pg_pool_waiting",
+                "Callers waiting for a pooled PostgreSQL connection",
+                metrics.pool_waiting.clone(),
+            );
         }
         metrics
     }
@@ -163,6 +171,13 @@ impl Metrics {
         text
     }
 
+    /// Counts a caller waiting for a pooled connection until the returned
+    /// guard is dropped (also when the wait is abandoned).
+    pub fn pool_wait(&self) -> Waiting {
+        self.pool_waiting.inc();
+        Waiting(self.pool_waiting.clone())
+    }
+
     /// Records one backend call.
     pub fn backend_call(&self, backend: &str, operation: &str, ok: bool, seconds: f64) {
         self.backend_duration
@@ -172,5 +187,39 @@ impl Metrics {
                 outcome: if ok { "ok" } else { "error" }.into(),
             })
             .observe(seconds);
+    }
+}
+
+/// One caller counted in a gauge; see [`Metrics::pool_wait`].
+#[must_use = "the caller counts as waiting only while the guard lives"]
+pub struct Waiting(Gauge);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_callers_are_counted_until_served_or_gone() {
+        let metrics = Metrics::new();
+        let served = metrics.pool_wait();
+        let abandoned = tokio::spawn({
+            let waiting = metrics.pool_wait();
+            async move {
+                let _waiting = waiting;
+                std::future::pending::<()>().await
+            }
+        });
+        assert_eq!(metrics.pool_waiting.get(), 2);
+        drop(served);
+        abandoned.abort();
+        let _ = abandoned.await;
+        assert_eq!(metrics.pool_waiting.get(), 0);
+        assert!(metrics.encode().contains("broker_pg_pool_waiting 0"));
     }
 }
