@@ -372,11 +372,6 @@ pub struct LimitsConfig {
     /// Rows a Query returns when its max_rows is 0, and the most it may ask for.
     #[arg(long, env = "BROKER_MAX_ROWS", default_value_t = 10_000)]
     pub max_rows: u32,
-}
-
-/// How the broker writes its logs.
-#[derive(Debug, Clone, Args)]
-pub struct LogConfig {
 
     /// Result data one SQL call may return, in MiB; beyond, RESOURCE_EXHAUSTED.
     #[arg(long, env = "BROKER_MAX_RESULT_MIB", default_value_t = 64)]
@@ -388,6 +383,11 @@ impl LimitsConfig {
     pub fn max_result_bytes(&self) -> usize {
         (self.max_result_mib as usize) << 20
     }
+}
+
+/// How the broker writes its logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
     /// Log format: text for people, json for log collectors.
     #[arg(long, env = "BROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -460,14 +460,14 @@ impl ServeConfig {
         if self.limits.max_rows == 0 {
             anyhow::bail!("BROKER_MAX_ROWS must be at least 1");
         }
+        if !(1..=1024).contains(&self.limits.max_result_mib) {
+            anyhow::bail!("BROKER_MAX_RESULT_MIB must be between 1 and 1024");
+        }
         Ok(())
     }
 }
 
 /// Parses durations such as `500ms`, `5s` or `2m`.
-        if !(1..=1024).contains(&self.limits.max_result_mib) {
-            anyhow::bail!("BROKER_MAX_RESULT_MIB must be between 1 and 1024");
-        }
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
 }
