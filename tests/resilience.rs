@@ -164,6 +164,31 @@ async fn a_hung_backend_trips_deadlines_not_threads() {
     broker.wait_for_health("", true).await;
 }
 
+#[tokio::test]
+async fn a_hung_database_cannot_hold_pool_slots_past_the_connect_timeout() {
+    let (broker, proxies) = TestBroker::start_behind_proxies(|config| {
+        config.postgres.pool_max = 2;
+        config.postgres.pg_connect_timeout = Duration::from_millis(500);
+        config.resilience.breaker_recovery = Duration::from_millis(200);
+    })
+    .await;
+    let mut db = broker.database().await;
+    proxies.postgres.hang();
+    // Callers and probes make the pool open connections, which hang.
+    for _ in 0..4 {
+        let _ = db
+            .query(with_timeout(query("SELECT 1"), Duration::from_millis(300)))
+            .await;
+    }
+    broker.wait_for_health("broker.v1.Database", false).await;
+    // New connections work again; the hung ones are never cut by the proxy.
+    proxies.postgres.resume();
+    broker.wait_for_health("broker.v1.Database", true).await;
+    db.query(query("SELECT 1"))
+        .await
+        .expect("the pool opened new connections");
+}
+
 async fn active_sleeps(broker: &TestBroker) -> i64 {
     let client = broker.db.connect().await;
     client

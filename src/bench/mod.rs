@@ -56,6 +56,12 @@ pub struct BenchArgs {
     /// Skip PgBouncer even when it is installed.
     #[arg(long)]
     pub no_pgbouncer: bool,
+    /// Worker threads of the broker under test (its TOKIO_WORKER_THREADS).
+    /// One by default: PgBouncer, the peer, runs on one thread, and on a
+    /// small machine shared with PostgreSQL and the clients a second
+    /// worker costs more in wake-ups than it brings.
+    #[arg(long, default_value_t = 1)]
+    pub broker_threads: usize,
 }
 
 /// The broker child process and how to read its resource use.
@@ -158,7 +164,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 }
 
 async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report> {
-    let mut broker = start_broker(setup).await?;
+    let mut broker = start_broker(setup, args.broker_threads).await?;
     let client = BrokerClient::connect(&broker.url, ClientOptions::default()).await?;
     workload::prepare(&client).await?;
     let direct =
@@ -168,7 +174,7 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
     } else {
         paths::PgBouncer::start(setup).await?
     };
-    let mut report = Report::new(&broker, pgbouncer.is_some());
+    let mut report = Report::new(&broker, pgbouncer.is_some(), args.broker_threads);
 
     let workloads: Vec<Workload> = args
         .workloads
@@ -219,7 +225,7 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
     if args.stream_mib > 0 {
         // A broker of its own, so that its peak memory is the stream's and
         // not what the concurrent cells before it left resident.
-        let mut broker = start_broker(setup).await?;
+        let mut broker = start_broker(setup, args.broker_threads).await?;
         let client = BrokerClient::connect(&broker.url, ClientOptions::default()).await?;
         report.streaming =
             Some(workload::stream(&direct, &client, &broker, args.stream_mib).await?);
@@ -229,7 +235,7 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
 }
 
 /// Starts `broker serve` on a free loopback port and waits until SERVING.
-async fn start_broker(setup: &Setup) -> anyhow::Result<BrokerProcess> {
+async fn start_broker(setup: &Setup, threads: usize) -> anyhow::Result<BrokerProcess> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -247,6 +253,7 @@ async fn start_broker(setup: &Setup) -> anyhow::Result<BrokerProcess> {
         )
         .env("AWS_REGION", "eu-west-3")
         .env("BROKER_HEALTH_INTERVAL", "100ms")
+        .env("TOKIO_WORKER_THREADS", threads.max(1).to_string())
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .kill_on_drop(true)

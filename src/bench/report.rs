@@ -40,17 +40,20 @@ pub struct Report {
     pub idle_rss_mib: f64,
     /// Private memory of the idle broker (RSS without its code pages).
     pub idle_private_mib: f64,
+    /// The broker's worker threads.
+    pub broker_threads: usize,
     pub pgbouncer: bool,
     pub rows: Vec<Row>,
     pub streaming: Option<Streaming>,
 }
 
 impl Report {
-    pub fn new(broker: &BrokerProcess, pgbouncer: bool) -> Self {
+    pub fn new(broker: &BrokerProcess, pgbouncer: bool, broker_threads: usize) -> Self {
         Self {
             startup_ms: broker.startup.as_secs_f64() * 1e3,
             idle_rss_mib: broker.idle_rss_kib as f64 / 1024.0,
             idle_private_mib: broker.idle_anon_kib as f64 / 1024.0,
+            broker_threads,
             pgbouncer,
             rows: Vec::new(),
             streaming: None,
@@ -81,7 +84,8 @@ impl Report {
 
     pub fn print(&self) {
         println!(
-            "\nbroker bench: start-up to SERVING {:.0} ms, idle RSS {:.1} MiB ({:.1} MiB private, the rest code pages){}\n",
+            "\nbroker bench: broker on {} worker thread(s); start-up to SERVING {:.0} ms, idle RSS {:.1} MiB ({:.1} MiB private, the rest code pages){}\n",
+            self.broker_threads,
             self.startup_ms,
             self.idle_rss_mib,
             self.idle_private_mib,

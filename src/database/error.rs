@@ -102,8 +102,8 @@ fn class(code: &str) -> &str {
     code.get(..2).unwrap_or(code)
 }
 
-impl From<bb8::RunError<tokio_postgres::Error>> for DatabaseError {
-    fn from(err: bb8::RunError<tokio_postgres::Error>) -> Self {
+impl From<bb8::RunError<super::pool::ConnectError>> for DatabaseError {
+    fn from(err: bb8::RunError<super::pool::ConnectError>) -> Self {
         match err {
             bb8::RunError::TimedOut => Self::PoolTimeout,
             bb8::RunError::User(e) => {

@@ -99,11 +99,13 @@ impl Database {
         // Waiting for a connection ends early if opening one fails: the
         // database is unreachable, and the caller learns it now.
         let failed = self.connect_failures.next();
+        let waiting = metrics().pool_wait();
         let result = tokio::select! {
             biased;
             result = self.pool.get() => result.map_err(DatabaseError::from),
             () = failed => Err(DatabaseError::Unavailable("cannot connect to the database".into())),
         };
+        drop(waiting);
         metrics()
             .pool_acquire_duration
             .observe(started.elapsed().as_secs_f64());

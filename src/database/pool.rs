@@ -12,6 +12,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use tokio_postgres::{CancelToken, Client, Config, NoTls, Statement};
@@ -118,6 +119,15 @@ impl ConnectFailures {
     }
 }
 
+/// Why a pooled connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Postgres(tokio_postgres::Error),
+    #[error("the database did not complete the connection within {0:?}")]
+    TimedOut(Duration),
+}
+
 /// Opens connections with a fixed configuration.
 pub struct Manager {
     config: Config,
@@ -141,10 +151,21 @@ impl Manager {
 
 impl bb8::ManageConnection for Manager {
     type Connection = PgConnection;
-    type Error = tokio_postgres::Error;
+    type Error = ConnectError;
 
-    async fn connect(&self) -> Result<PgConnection, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await.inspect_err(|e| {
+    async fn connect(&self) -> Result<PgConnection, ConnectError> {
+        // tokio-postgres's connect_timeout covers the TCP connect only; a
+        // server that accepts and never answers must not hold the slot.
+        let limit = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::MAX);
+        let connected = match tokio::time::timeout(limit, self.config.connect(NoTls)).await {
+            Ok(connected) => connected.map_err(ConnectError::Postgres),
+            Err(_) => Err(ConnectError::TimedOut(limit)),
+        };
+        let (client, connection) = connected.inspect_err(|e| {
             tracing::debug!(error = %e, "cannot open a database connection");
             self.failures.failed();
         })?;
@@ -160,10 +181,14 @@ impl bb8::ManageConnection for Manager {
         })
     }
 
-    async fn is_valid(&self, conn: &mut PgConnection) -> Result<(), tokio_postgres::Error> {
+    async fn is_valid(&self, conn: &mut PgConnection) -> Result<(), ConnectError> {
         if conn.client.is_closed() || self.round_trip_on_checkout {
             // On a closed client this fails at once without I/O.
-            conn.client.simple_query("").await.map(drop)
+            conn.client
+                .simple_query("")
+                .await
+                .map(drop)
+                .map_err(ConnectError::Postgres)
         } else {
             Ok(())
         }

@@ -44,10 +44,14 @@ impl Proxy {
                     match mode.load(Ordering::SeqCst) {
                         DOWN => continue, // dropped at once
                         HUNG => {
-                            // Accepted, then never answered.
+                            // Accepted and read, never answered, until the
+                            // client hangs up or the proxy cuts it.
                             tokio::spawn(async move {
-                                let _ = cut.changed().await;
-                                drop(inbound);
+                                let mut sink = tokio::io::sink();
+                                tokio::select! {
+                                    _ = tokio::io::copy(&mut inbound, &mut sink) => {}
+                                    _ = cut.changed() => {}
+                                }
                             });
                         }
                         _ => {
@@ -86,6 +90,12 @@ impl Proxy {
     /// Forwards again.
     pub fn up(&self) {
         self.set(UP);
+    }
+
+    /// Forwards new connections again, leaving those accepted while hung
+    /// hung: only the client's own timeouts free them.
+    pub fn resume(&self) {
+        self.mode.store(UP, Ordering::SeqCst);
     }
 
     fn set(&self, mode: u8) {
