@@ -110,6 +110,20 @@ pub struct PostgresConfig {
     #[arg(long, env = "AWS_ENDPOINT_URL_SECRETS_MANAGER")]
     pub secrets_endpoint_url: Option<String>,
 
+    /// A read-only role for Query (least privilege): when set, Query runs on
+    /// a pool of its own connected as this user, and the main user serves
+    /// only writes. Same host, database and settings as the main user.
+    #[arg(long, env = "POSTGRES_READ_USER")]
+    pub postgres_read_user: Option<String>,
+
+    /// Password of POSTGRES_READ_USER.
+    #[arg(long, env = "POSTGRES_READ_PASSWORD", hide_env_values = true)]
+    pub postgres_read_password: Option<String>,
+
+    /// File holding the password of POSTGRES_READ_USER.
+    #[arg(long, env = "POSTGRES_READ_PASSWORD_FILE")]
+    pub postgres_read_password_file: Option<std::path::PathBuf>,
+
     /// Connections the pool keeps open even when idle.
     #[arg(long, env = "BROKER_PG_POOL_MIN", default_value_t = 2)]
     pub pool_min: u32,
@@ -176,6 +190,32 @@ impl PostgresConfig {
         Ok(config)
     }
 
+    /// The connection settings of the read role, when one is configured:
+    /// the main settings with its user and password, in sessions that are
+    /// read-only by default (Query opens READ ONLY transactions anyway).
+    pub fn read_connect_config(&self) -> anyhow::Result<Option<tokio_postgres::Config>> {
+        let Some(user) = &self.postgres_read_user else {
+            if self.postgres_read_password.is_some() || self.postgres_read_password_file.is_some() {
+                anyhow::bail!("POSTGRES_READ_PASSWORD(_FILE) is set but POSTGRES_READ_USER is not");
+            }
+            return Ok(None);
+        };
+        let mut config = self.connect_config()?;
+        config.user(user);
+        let password = read_secret(
+            "POSTGRES_READ_PASSWORD",
+            &self.postgres_read_password,
+            &self.postgres_read_password_file,
+        )?;
+        config.password(password.unwrap_or_default());
+        let options = format!(
+            "{} -c default_transaction_read_only=on",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(options.trim_start());
+        Ok(Some(config))
+    }
+
     fn base_connect_config(&self) -> anyhow::Result<tokio_postgres::Config> {
         if let Some(url) = &self.database_url {
             return url.parse().map_err(|_| {
@@ -203,19 +243,11 @@ impl PostgresConfig {
             // Fetched by `crate::secrets::resolve` before the pool is built.
             anyhow::bail!("POSTGRES_PASSWORD_SECRET_ARN has not been fetched yet");
         }
-        match (&self.postgres_password, &self.postgres_password_file) {
-            (Some(_), Some(_)) => {
-                anyhow::bail!("set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, not both")
-            }
-            (Some(password), None) => Ok(Some(password.clone())),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("POSTGRES_PASSWORD_FILE {}: {e}", path.display())
-                })?;
-                Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
-            }
-            (None, None) => Ok(None),
-        }
+        read_secret(
+            "POSTGRES_PASSWORD",
+            &self.postgres_password,
+            &self.postgres_password_file,
+        )
     }
 
     /// Checks the values that clap cannot check alone.
@@ -245,9 +277,31 @@ impl PostgresConfig {
                 postgres_password_secret_arn: None,
                 ..self.clone()
             };
-            return fetched.connect_config().map(drop);
+            return fetched
+                .connect_config()
+                .and_then(|_| fetched.read_connect_config())
+                .map(drop);
         }
-        self.connect_config().map(drop)
+        self.connect_config()?;
+        self.read_connect_config().map(drop)
+    }
+}
+
+/// A password given in `NAME` or in the file `NAME_FILE` (not both).
+fn read_secret(
+    name: &str,
+    value: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    match (value, file) {
+        (Some(_), Some(_)) => anyhow::bail!("set {name} or {name}_FILE, not both"),
+        (Some(password), None) => Ok(Some(password.clone())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{name}_FILE {}: {e}", path.display()))?;
+            Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -268,6 +322,15 @@ impl fmt::Debug for PostgresConfig {
                 &self.postgres_password.as_ref().map(|_| "<redacted>"),
             )
             .field("postgres_password_file", &self.postgres_password_file)
+            .field("postgres_read_user", &self.postgres_read_user)
+            .field(
+                "postgres_read_password",
+                &self.postgres_read_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "postgres_read_password_file",
+                &self.postgres_read_password_file,
+            )
             .field(
                 "postgres_password_secret_arn",
                 &self.postgres_password_secret_arn,

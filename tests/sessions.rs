@@ -298,3 +298,81 @@ async fn a_kept_statement_follows_its_table_when_columns_change() {
         .unwrap();
     assert_eq!(execute(&mut db, insert).await.unwrap().columns.len(), 1);
 }
+
+#[tokio::test]
+async fn query_runs_as_the_read_role_when_one_is_configured() {
+    let (db, s3) = (
+        common::TestDatabase::create().await,
+        common::TestS3::start().await,
+    );
+    let admin = db.connect().await;
+    // Roles are cluster-wide: named after the test's own database.
+    let role = format!("{}_ro", db.name);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'read-secret'; \
+             CREATE TABLE documents (id int); INSERT INTO documents VALUES (1); \
+             GRANT SELECT ON documents TO {role}"
+        ))
+        .await
+        .unwrap();
+    let mut config = common::test_config(&db, &s3);
+    config.postgres.postgres_read_user = Some(role.clone());
+    config.postgres.postgres_read_password = Some("read-secret".into());
+    let broker = TestBroker::serve(db, s3, config).await;
+    broker.wait_for_health("broker.v1.Database", true).await;
+    let mut client = broker.database().await;
+
+    let who = query(&mut client, "SELECT current_user::text", 0)
+        .await
+        .unwrap();
+    assert_eq!(text(&who), role);
+    assert_eq!(
+        text(
+            &query(
+                &mut client,
+                "SELECT current_setting('default_transaction_read_only')",
+                0
+            )
+            .await
+            .unwrap()
+        ),
+        "on"
+    );
+    assert_eq!(
+        int(&query(&mut client, "SELECT count(*) FROM documents", 0)
+            .await
+            .unwrap()),
+        1
+    );
+    // Writes still go as the main user, which the read role cannot signal.
+    execute(&mut client, "INSERT INTO documents VALUES (2)")
+        .await
+        .unwrap();
+    let killed = query(
+        &mut client,
+        "SELECT count(*) FROM pg_stat_activity a WHERE a.usename <> current_user AND pg_terminate_backend(a.pid)",
+        0,
+    )
+    .await;
+    assert!(
+        matches!(&killed, Err(s) if s.code() == Code::PermissionDenied),
+        "{killed:?}"
+    );
+    drop(client);
+    admin
+        .batch_execute(&format!("REVOKE ALL ON documents FROM {role}"))
+        .await
+        .unwrap();
+    drop(admin);
+    broker.stop().await.unwrap();
+    let server = common::postgres_server().await;
+    let (cleanup, connection) = tokio_postgres::connect(&server.admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    cleanup
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await
+        .unwrap();
+}

@@ -51,6 +51,8 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct Database {
     pool: PgPool,
+    /// Query's pool when a read role is configured (else Query uses `pool`).
+    read_pool: Option<PgPool>,
     pool_max: u32,
     connect_failures: pool::ConnectFailures,
     limits: Limits,
@@ -66,22 +68,24 @@ impl Database {
         resilience: &ResilienceConfig,
     ) -> anyhow::Result<Self> {
         let connect_failures = pool::ConnectFailures::default();
-        let manager = pool::Manager::new(
-            config.connect_config()?,
-            config.test_on_checkout,
-            connect_failures.clone(),
-        );
-        let pool = Pool::builder()
-            .min_idle(Some(config.pool_min))
-            .max_size(config.pool_max)
-            .connection_timeout(config.acquire_timeout)
-            .idle_timeout(Some(config.idle_timeout))
-            .max_lifetime(Some(config.max_lifetime))
-            .test_on_check_out(true)
-            .retry_connection(false)
-            .build_unchecked(manager);
+        let build = |connect: tokio_postgres::Config| {
+            let manager =
+                pool::Manager::new(connect, config.test_on_checkout, connect_failures.clone());
+            Pool::builder()
+                .min_idle(Some(config.pool_min))
+                .max_size(config.pool_max)
+                .connection_timeout(config.acquire_timeout)
+                .idle_timeout(Some(config.idle_timeout))
+                .max_lifetime(Some(config.max_lifetime))
+                .test_on_check_out(true)
+                .retry_connection(false)
+                .build_unchecked(manager)
+        };
+        let pool = build(config.connect_config()?);
+        let read_pool = config.read_connect_config()?.map(build);
         Ok(Self {
             pool,
+            read_pool,
             pool_max: config.pool_max,
             connect_failures,
             limits: Limits {
@@ -93,8 +97,19 @@ impl Database {
         })
     }
 
-    /// A pooled connection, timed for the metrics.
+    /// A pooled connection for Query: the read role's, when there is one.
+    async fn read_connection(&self) -> Result<Connection<'_>> {
+        self.checkout(self.read_pool.as_ref().unwrap_or(&self.pool))
+            .await
+    }
+
+    /// A pooled connection for writes.
     async fn connection(&self) -> Result<Connection<'_>> {
+        self.checkout(&self.pool).await
+    }
+
+    /// A connection from `pool`, timed for the metrics.
+    async fn checkout<'p>(&self, pool: &'p PgPool) -> Result<Connection<'p>> {
         let started = std::time::Instant::now();
         // Waiting for a connection ends early if opening one fails: the
         // database is unreachable, and the caller learns it now.
@@ -102,7 +117,7 @@ impl Database {
         let waiting = metrics().pool_wait();
         let result = tokio::select! {
             biased;
-            result = self.pool.get() => result.map_err(DatabaseError::from),
+            result = pool.get() => result.map_err(DatabaseError::from),
             () = failed => Err(DatabaseError::Unavailable("cannot connect to the database".into())),
         };
         drop(waiting);
@@ -131,7 +146,7 @@ impl Database {
         // Read-only, so safe to retry when the connection failed.
         self.guard
             .call("Query", Idempotent, || async {
-                let mut conn = self.connection().await?;
+                let mut conn = self.read_connection().await?;
                 session::query(&mut conn, statement, limit, &self.limits).await
             })
             .await
@@ -175,9 +190,14 @@ impl Database {
     /// Publishes the pool's state to the metrics.
     pub fn record_pool_metrics(&self) {
         use crate::telemetry::metrics::{PoolLabels, metrics};
-        let state = self.pool.state();
-        let idle = i64::from(state.idle_connections);
-        let in_use = i64::from(state.connections) - idle;
+        // Both pools together when Query has its own.
+        let (mut idle, mut open) = (0, 0);
+        for pool in std::iter::once(&self.pool).chain(&self.read_pool) {
+            let state = pool.state();
+            idle += i64::from(state.idle_connections);
+            open += i64::from(state.connections);
+        }
+        let in_use = open - idle;
         let gauge = |name: &str| {
             metrics()
                 .pool_connections
@@ -186,7 +206,10 @@ impl Database {
         };
         gauge("idle").set(idle);
         gauge("in_use").set(in_use);
-        metrics().pool_max_connections.set(i64::from(self.pool_max));
+        let pools = 1 + i64::from(self.read_pool.is_some());
+        metrics()
+            .pool_max_connections
+            .set(pools * i64::from(self.pool_max));
     }
 
     /// Checks that a connection can be had and answers (for health probes).
@@ -195,6 +218,10 @@ impl Database {
             .call("Probe", Once, || async {
                 let conn = self.connection().await?;
                 conn.simple_query("SELECT 1").await?;
+                if self.read_pool.is_some() {
+                    let conn = self.read_connection().await?;
+                    conn.simple_query("SELECT 1").await?;
+                }
                 Ok(())
             })
             .await
