@@ -427,7 +427,9 @@ async fn documents_flow_through_the_broker_under_the_example_policy() {
         ),
     )
     .unwrap();
-    let broker = TestBroker::start_with(|c| c.policy_file = Some(policy)).await;
+    // The broker as a process of its own, like the agents.
+    let broker =
+        TestBroker::start_process(&[("BROKER_POLICY_FILE", policy.display().to_string())]).await;
     let url = broker.url();
     let client = |token: &str| {
         BrokerClient::connect(

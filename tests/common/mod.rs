@@ -145,6 +145,8 @@ pub struct TestBroker {
     pub config: ServeConfig,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The `broker serve` process, for brokers started as one.
+    process: Option<tokio::process::Child>,
 }
 
 /// The configuration of a test broker against `db` and `s3`.
@@ -248,7 +250,61 @@ impl TestBroker {
             config,
             shutdown: Some(tx),
             task: Some(task),
+            process: None,
         }
+    }
+
+    /// Starts the real `broker serve` binary against fresh backends, with
+    /// `env` added to its environment, and waits until it is SERVING.
+    #[allow(dead_code)]
+    pub async fn start_process(env: &[(&str, String)]) -> Self {
+        let (db, s3) = (TestDatabase::create().await, TestS3::start().await);
+        let config = test_config(&db, &s3);
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let process = tokio::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BROKER_ADDR", addr.to_string())
+            .env("DATABASE_URL", &db.url)
+            .env("S3_BUCKET", BUCKET)
+            .env("S3_ENDPOINT_URL", &s3.server.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &s3.credentials.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.credentials.secret_access_key)
+            .env("AWS_REGION", "eu-west-3")
+            .env("BROKER_HEALTH_INTERVAL", "200ms")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start broker serve");
+        let mut broker = Self {
+            addr,
+            db,
+            s3,
+            config,
+            shutdown: None,
+            task: None,
+            process: Some(process),
+        };
+        let started = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            let exited = broker
+                .process
+                .as_mut()
+                .and_then(|p| p.try_wait().ok().flatten());
+            assert!(exited.is_none(), "broker serve exited: {exited:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "broker serve did not listen on {addr} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        broker.wait_for_health("", true).await;
+        broker
     }
 
     pub fn url(&self) -> String {
@@ -303,6 +359,10 @@ impl TestBroker {
 
     /// Sends the shutdown signal and waits for `serve` to return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.kill().await?;
+            return Ok(());
+        }
         self.shutdown.take().map(|tx| tx.send(()));
         self.task.take().unwrap().await?
     }
