@@ -516,7 +516,7 @@ async fn missing_keys_never_open_the_breaker() {
         })
         .await
         .expect("S3 is still called");
-    let metrics = http_get(&broker, "/metrics").await;
+    let metrics = broker.http_get("/metrics").await;
     assert!(
         metrics.contains(r#"broker_circuit_breaker_state{backend="s3"} 0"#),
         "{metrics}"
@@ -567,18 +567,4 @@ async fn uploads_in_progress_at_shutdown_are_aborted() {
     assert_eq!(s3.pending_upload_files(), Vec::<String>::new());
     drop(tx);
     let _ = upload.await;
-}
-
-async fn http_get(broker: &TestBroker, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }

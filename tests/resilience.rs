@@ -451,16 +451,7 @@ async fn metrics_and_request_ids_are_exposed() {
 }
 
 async fn http_get(broker: &TestBroker, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let response = broker.http_get(path).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }

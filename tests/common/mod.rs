@@ -357,6 +357,23 @@ impl TestBroker {
         }
     }
 
+    /// A plain HTTP/1.1 GET on the broker's port: the whole response, head included.
+    #[allow(dead_code)]
+    pub async fn http_get(&self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
     /// Sends the shutdown signal and waits for `serve` to return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(mut process) = self.process.take() {
