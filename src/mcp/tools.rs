@@ -58,6 +58,16 @@ fn time() -> Value {
 }
 
 /// `get_object_metadata`'s result, which `s3_get_object` extends.
+/// The fields of [`object_info`], every one always present.
+const OBJECT_INFO_FIELDS: &[&str] = &[
+    "key",
+    "size",
+    "etag",
+    "content_type",
+    "last_modified",
+    "metadata",
+];
+
 fn object_info() -> serde_json::Map<String, Value> {
     let Value::Object(properties) = json!({
         "key": text(),
@@ -144,16 +154,7 @@ pub const TOOLS: [ToolSpec; 7] = [
             );
             result(
                 Value::Object(properties),
-                &[
-                    "key",
-                    "size",
-                    "etag",
-                    "content_type",
-                    "last_modified",
-                    "metadata",
-                    "binary",
-                    "content",
-                ],
+                &[OBJECT_INFO_FIELDS, &["binary", "content"]].concat(),
             )
         },
     },
@@ -193,19 +194,7 @@ pub const TOOLS: [ToolSpec; 7] = [
                 &["key"],
             )
         },
-        output: || {
-            result(
-                Value::Object(object_info()),
-                &[
-                    "key",
-                    "size",
-                    "etag",
-                    "content_type",
-                    "last_modified",
-                    "metadata",
-                ],
-            )
-        },
+        output: || result(Value::Object(object_info()), OBJECT_INFO_FIELDS),
     },
     ToolSpec {
         name: "postgres_query",
