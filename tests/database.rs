@@ -136,6 +136,74 @@ async fn values_come_back_typed() {
     );
 }
 
+/// Types the database defines (looked up in pg_type by Query's own
+/// connections): enums and domains come back as their values, arrays of
+/// them as JSON, and a type with no mapping is refused with a hint.
+#[tokio::test]
+async fn user_defined_types_come_back_typed() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.database().await;
+    transaction(
+        &mut client,
+        &[
+            "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
+            "CREATE DOMAIN positive AS int4 CHECK (VALUE > 0)",
+            "CREATE DOMAIN label AS text",
+            "CREATE TYPE pair AS (a int4, b text)",
+        ],
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        // Twice: the second time on connections that know the types.
+        let rows = query(
+            &mut client,
+            "SELECT 'happy'::mood AS m, 7::positive AS p, 'x'::label AS l, \
+             ARRAY['sad', 'ok']::mood[] AS ms, $1::mood = 'ok' AND $2::positive = 3 AS same",
+            vec![text("ok"), int(3)],
+        )
+        .await
+        .unwrap();
+        let types: Vec<&str> = rows.columns.iter().map(|c| c.r#type.as_str()).collect();
+        // PostgreSQL describes a domain's column by its base type.
+        assert_eq!(types, ["mood", "int4", "text", "_mood", "bool"]);
+        let values: Vec<Kind> = rows.rows[0]
+            .values
+            .iter()
+            .map(|v| v.kind.clone().unwrap())
+            .collect();
+        assert_eq!(
+            values,
+            [
+                Kind::StringValue("happy".into()),
+                Kind::IntValue(7),
+                Kind::StringValue("x".into()),
+                Kind::JsonValue("[\"sad\",\"ok\"]".into()),
+                Kind::BoolValue(true),
+            ]
+        );
+    }
+    let err = query(&mut client, "SELECT (1, 'a')::pair AS p", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("pair") && err.message().contains("::text"),
+        "{}",
+        err.message()
+    );
+    let err = query(&mut client, "SELECT $1::mood", vec![text("angry")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("angry"), "{}", err.message());
+    // The connections are still good after both errors.
+    assert_eq!(
+        count(&mut client, "pg_type WHERE typname = 'mood'").await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn parameters_are_converted_to_the_statement_types() {
     let broker = TestBroker::start().await;

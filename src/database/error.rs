@@ -47,12 +47,39 @@ impl From<tokio_postgres::Error> for DatabaseError {
     }
 }
 
+use super::wire::{ServerError, WireError};
+
+impl From<WireError> for DatabaseError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Server(ServerError {
+                code,
+                message,
+                detail,
+            }) => {
+                let message = match detail {
+                    Some(detail) => format!("{message}: {detail}"),
+                    None => message,
+                };
+                DatabaseError::from_sqlstate(&code, message)
+            }
+            WireError::TooLarge(_) => DatabaseError::ResourceExhausted(
+                "a result row is larger than the result limit (BROKER_MAX_RESULT_MIB)".into(),
+            ),
+            WireError::Broken(reason) => {
+                tracing::warn!(error = %reason, "database connection failed");
+                DatabaseError::Unavailable("the database connection failed".into())
+            }
+        }
+    }
+}
+
 impl DatabaseError {
     /// The error for PostgreSQL's SQLSTATE `code` (see PostgreSQL's
     /// "Error Codes" appendix). What the caller's SQL or data caused keeps
     /// PostgreSQL's message; only server-side faults (classes 58, XX, F0,
     /// HV and the like) are hidden behind INTERNAL.
-    fn from_sqlstate(code: &str, message: String) -> Self {
+    pub(super) fn from_sqlstate(code: &str, message: String) -> Self {
         match code {
             "23505" => Self::AlreadyExists(message),
             "25006" => {

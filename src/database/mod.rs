@@ -6,10 +6,12 @@ mod checks;
 mod codec;
 mod error;
 mod pool;
+mod read;
 mod rows;
 mod schema;
 mod session;
 mod value;
+mod wire;
 
 use std::time::Duration;
 
@@ -33,7 +35,8 @@ use crate::{
 pub type Result<T, E = DatabaseError> = std::result::Result<T, E>;
 
 type PgPool = Pool<pool::Manager>;
-type Connection<'a> = PooledConnection<'a, pool::Manager>;
+/// Query's pool: connections of the broker's own protocol code ([`wire`]).
+type ReadPool = Pool<wire::Manager>;
 
 /// What one call may cost the database and the broker.
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +50,25 @@ pub struct Limits {
     pub statement_timeout: Duration,
 }
 
+/// Both pools' settings.
+fn pool_builder<M: bb8::ManageConnection>(config: &PostgresConfig) -> bb8::Builder<M> {
+    Pool::builder()
+        .min_idle(Some(config.pool_min))
+        .max_size(config.pool_max)
+        .connection_timeout(config.acquire_timeout)
+        .idle_timeout(Some(config.idle_timeout))
+        .max_lifetime(Some(config.max_lifetime))
+        .test_on_check_out(true)
+        .retry_connection(false)
+}
+
 /// A pooled PostgreSQL database.
 #[derive(Clone)]
 pub struct Database {
+    /// Writes, InitSchema.
     pool: PgPool,
-    /// Query's pool when a read role is configured (else Query uses `pool`).
-    read_pool: Option<PgPool>,
+    /// Query: the read role's connections when one is configured.
+    read_pool: ReadPool,
     pool_max: u32,
     connect_failures: pool::ConnectFailures,
     limits: Limits,
@@ -68,21 +84,22 @@ impl Database {
         resilience: &ResilienceConfig,
     ) -> anyhow::Result<Self> {
         let connect_failures = pool::ConnectFailures::default();
-        let build = |connect: tokio_postgres::Config| {
-            let manager =
-                pool::Manager::new(connect, config.test_on_checkout, connect_failures.clone());
-            Pool::builder()
-                .min_idle(Some(config.pool_min))
-                .max_size(config.pool_max)
-                .connection_timeout(config.acquire_timeout)
-                .idle_timeout(Some(config.idle_timeout))
-                .max_lifetime(Some(config.max_lifetime))
-                .test_on_check_out(true)
-                .retry_connection(false)
-                .build_unchecked(manager)
-        };
-        let pool = build(config.connect_config()?);
-        let read_pool = config.read_connect_config()?.map(build);
+        let write_config = config.connect_config()?;
+        let read_config = config
+            .read_connect_config()?
+            .unwrap_or_else(|| write_config.clone());
+        let pool = pool_builder(config).build_unchecked(pool::Manager::new(
+            write_config,
+            config.test_on_checkout,
+            connect_failures.clone(),
+        ));
+        let read_pool = pool_builder(config).build_unchecked(wire::Manager::new(
+            read_config,
+            // One result row at most the result cap (and its framing).
+            limits.max_result_bytes().saturating_add(64 * 1024),
+            config.test_on_checkout,
+            connect_failures.clone(),
+        ));
         Ok(Self {
             pool,
             read_pool,
@@ -98,18 +115,20 @@ impl Database {
     }
 
     /// A pooled connection for Query: the read role's, when there is one.
-    async fn read_connection(&self) -> Result<Connection<'_>> {
-        self.checkout(self.read_pool.as_ref().unwrap_or(&self.pool))
-            .await
+    async fn read_connection(&self) -> Result<PooledConnection<'_, wire::Manager>> {
+        self.checkout(&self.read_pool).await
     }
 
     /// A pooled connection for writes.
-    async fn connection(&self) -> Result<Connection<'_>> {
+    async fn connection(&self) -> Result<PooledConnection<'_, pool::Manager>> {
         self.checkout(&self.pool).await
     }
 
     /// A connection from `pool`, timed for the metrics.
-    async fn checkout<'p>(&self, pool: &'p PgPool) -> Result<Connection<'p>> {
+    async fn checkout<'p, M>(&self, pool: &'p Pool<M>) -> Result<PooledConnection<'p, M>>
+    where
+        M: bb8::ManageConnection<Error = pool::ConnectError>,
+    {
         let started = std::time::Instant::now();
         // Waiting for a connection ends early if opening one fails: the
         // database is unreachable, and the caller learns it now.
@@ -147,7 +166,7 @@ impl Database {
         self.guard
             .call("Query", Idempotent, || async {
                 let mut conn = self.read_connection().await?;
-                session::query(&mut conn, statement, limit, &self.limits).await
+                read::query(&mut conn, statement, limit, &self.limits).await
             })
             .await
     }
@@ -190,10 +209,9 @@ impl Database {
     /// Publishes the pool's state to the metrics.
     pub fn record_pool_metrics(&self) {
         use crate::telemetry::metrics::{PoolLabels, metrics};
-        // Both pools together when Query has its own.
+        // Both pools together: Query's and the writes'.
         let (mut idle, mut open) = (0, 0);
-        for pool in std::iter::once(&self.pool).chain(&self.read_pool) {
-            let state = pool.state();
+        for state in [self.pool.state(), self.read_pool.state()] {
             idle += i64::from(state.idle_connections);
             open += i64::from(state.connections);
         }
@@ -206,10 +224,9 @@ impl Database {
         };
         gauge("idle").set(idle);
         gauge("in_use").set(in_use);
-        let pools = 1 + i64::from(self.read_pool.is_some());
         metrics()
             .pool_max_connections
-            .set(pools * i64::from(self.pool_max));
+            .set(2 * i64::from(self.pool_max));
     }
 
     /// Checks that a connection can be had and answers (for health probes).
@@ -218,10 +235,8 @@ impl Database {
             .call("Probe", Once, || async {
                 let conn = self.connection().await?;
                 conn.simple_query("SELECT 1").await?;
-                if self.read_pool.is_some() {
-                    let conn = self.read_connection().await?;
-                    conn.simple_query("SELECT 1").await?;
-                }
+                let mut conn = self.read_connection().await?;
+                conn.ping().await?;
                 Ok(())
             })
             .await

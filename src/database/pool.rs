@@ -26,40 +26,54 @@ const CACHED_SQL_BYTES: usize = 8 * 1024;
 pub struct PgConnection {
     client: Client,
     poisoned: Arc<AtomicBool>,
-    statements: StatementCache,
+    statements: StatementCache<Statement>,
 }
 
 /// The statements a connection has prepared, by SQL text; the oldest goes
 /// first when full (dropping a tokio-postgres statement closes it on the
-/// server).
-#[derive(Default)]
-struct StatementCache {
-    by_sql: HashMap<String, Statement>,
+/// server; the caller closes an evicted statement of its own).
+pub(super) struct StatementCache<S> {
+    by_sql: HashMap<String, S>,
     order: VecDeque<String>,
 }
 
-impl StatementCache {
-    fn get(&self, sql: &str) -> Option<Statement> {
+impl<S> Default for StatementCache<S> {
+    fn default() -> Self {
+        Self {
+            by_sql: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<S: Clone> StatementCache<S> {
+    pub(super) fn get(&self, sql: &str) -> Option<S> {
         self.by_sql.get(sql).cloned()
     }
 
-    fn insert(&mut self, sql: &str, statement: Statement) {
+    /// Keeps `statement` (unless its SQL is too long to keep); returns the
+    /// one it evicted, if any.
+    pub(super) fn insert(&mut self, sql: &str, statement: S) -> Option<S> {
         if sql.len() > CACHED_SQL_BYTES || self.by_sql.contains_key(sql) {
-            return;
+            return None;
         }
+        let mut evicted = None;
         if self.order.len() >= CACHED_STATEMENTS
             && let Some(oldest) = self.order.pop_front()
         {
-            self.by_sql.remove(&oldest);
+            evicted = self.by_sql.remove(&oldest);
         }
         self.order.push_back(sql.to_owned());
         self.by_sql.insert(sql.to_owned(), statement);
+        evicted
     }
 
-    fn remove(&mut self, sql: &str) {
-        if self.by_sql.remove(sql).is_some() {
+    pub(super) fn remove(&mut self, sql: &str) -> Option<S> {
+        let removed = self.by_sql.remove(sql);
+        if removed.is_some() {
             self.order.retain(|s| s != sql);
         }
+        removed
     }
 }
 
@@ -114,7 +128,7 @@ impl ConnectFailures {
         self.0.notified()
     }
 
-    fn failed(&self) {
+    pub(super) fn failed(&self) {
         self.0.notify_waiters();
     }
 }
@@ -124,6 +138,9 @@ impl ConnectFailures {
 pub enum ConnectError {
     #[error(transparent)]
     Postgres(tokio_postgres::Error),
+    /// Query's own connections ([`super::wire`]); the message is for logs.
+    #[error("{0}")]
+    Wire(String),
     #[error("the database did not complete the connection within {0:?}")]
     TimedOut(Duration),
 }

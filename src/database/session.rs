@@ -1,13 +1,12 @@
-//! The work on one pooled connection around a caller's SQL.
+//! The writes (Execute, Transaction) on one pooled tokio-postgres
+//! connection around a caller's SQL (Query has its own path: [`super::read`]).
 //!
 //! Requests are pipelined: they go out back to back and their answers are
-//! read after, in order. A Query whose statement this connection prepared
-//! before costs one round trip (`BEGIN READ ONLY`, Bind/Execute, `ROLLBACK`
-//! sent at once); a new statement costs one more (Parse). Every call leaves
-//! the session as it found it for the next caller: a Query's transaction is
-//! rolled back (undoing any `set_config` it made), a write's session
-//! settings, cursors, temporary tables and advisory locks are reset, and a
-//! connection left with unread rows is cancelled and discarded.
+//! read after, in order. A statement this connection prepared before skips
+//! the Parse round trip. Every call leaves the session as it found it for
+//! the next caller: a write's session settings, cursors, temporary tables
+//! and advisory locks are reset, and a connection left with unread rows is
+//! cancelled and discarded.
 
 use std::{
     future::Future,
@@ -20,15 +19,13 @@ use futures::future::{MaybeDone, maybe_done};
 use tokio_postgres::{Client, Statement as Prepared, error::SqlState};
 
 use super::{
-    DatabaseError, ExecuteResult, Limits, Result, Rows, Statement,
+    DatabaseError, ExecuteResult, Limits, Result, Statement,
     codec::{self, Param},
     pool::PgConnection,
-    rows::{self, AtCap, Caps},
+    rows::{self, Caps},
 };
 use crate::resilience::deadline;
 
-/// Ends a Query. Session advisory locks outlive a rollback, so they go too.
-const END_READ: &str = "ROLLBACK; SELECT pg_advisory_unlock_all()";
 /// Undoes what a write may have changed in the session beyond its
 /// transaction: settings made with `set_config(..., false)` (search_path,
 /// role, statement_timeout), cursors WITH HOLD, LISTEN, advisory locks and
@@ -36,31 +33,14 @@ const END_READ: &str = "ROLLBACK; SELECT pg_advisory_unlock_all()";
 const RESET_SESSION: &str =
     "RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP";
 
-/// One read-only statement, at most `limit` rows.
-pub async fn query(
-    conn: &mut PgConnection,
-    statement: &Statement,
-    limit: u32,
-    limits: &Limits,
-) -> Result<Rows> {
-    let work = Work::Read { statement, limit };
-    match attempt(conn, work, limits).await? {
-        Output::Rows(rows) => Ok(rows),
-        Output::Results(_) => unreachable!("a read returns rows"),
-    }
-}
-
 /// One write statement in its own transaction.
 pub async fn execute(
     conn: &mut PgConnection,
     statement: &Statement,
     limits: &Limits,
 ) -> Result<ExecuteResult> {
-    let work = Work::Write(std::slice::from_ref(statement));
-    match attempt(conn, work, limits).await? {
-        Output::Results(mut results) => Ok(results.remove(0)),
-        Output::Rows(_) => unreachable!("a write returns results"),
-    }
+    let mut results = attempt(conn, std::slice::from_ref(statement), limits).await?;
+    Ok(results.remove(0))
 }
 
 /// Statements applied atomically: all, or on the first error none.
@@ -69,103 +49,7 @@ pub async fn transaction(
     statements: &[Statement],
     limits: &Limits,
 ) -> Result<Vec<ExecuteResult>> {
-    match attempt(conn, Work::Write(statements), limits).await? {
-        Output::Results(results) => Ok(results),
-        Output::Rows(_) => unreachable!("a write returns results"),
-    }
-}
-
-/// What a call does on its connection.
-#[derive(Clone, Copy)]
-enum Work<'a> {
-    Read {
-        statement: &'a Statement,
-        limit: u32,
-    },
-    Write(&'a [Statement]),
-}
-
-impl Work<'_> {
-    fn statements(&self) -> &[Statement] {
-        match self {
-            Work::Read { statement, .. } => std::slice::from_ref(statement),
-            Work::Write(statements) => statements,
-        }
-    }
-}
-
-enum Output {
-    Rows(Rows),
-    Results(Vec<ExecuteResult>),
-}
-
-/// Runs the work once on the connection.
-async fn once(
-    conn: &mut PgConnection,
-    work: Work<'_>,
-    limits: &Limits,
-    state: &mut State,
-) -> Result<Output, Attempt> {
-    match work {
-        Work::Read { statement, limit } => read(conn, statement, limit, limits, state)
-            .await
-            .map(Output::Rows),
-        Work::Write(statements) => write(conn, statements, limits, state)
-            .await
-            .map(Output::Results),
-    }
-}
-
-/// A Query's work: the statement in a READ ONLY transaction that is
-/// rolled back, at most `limit` rows read.
-async fn read(
-    conn: &mut PgConnection,
-    statement: &Statement,
-    limit: u32,
-    limits: &Limits,
-    state: &mut State,
-) -> Result<Rows, Attempt> {
-    let caps = Caps {
-        rows: limit as usize,
-        bytes: limits.max_result_bytes,
-        at_cap: AtCap::Truncate,
-    };
-    let (prepared, new) = prepare(conn, statement).await?;
-    if new {
-        conn.remember(&statement.sql, prepared.clone());
-    }
-    if prepared.columns().is_empty() {
-        return Err(DatabaseError::InvalidArgument(
-            "Query runs statements that return rows; use Execute for other statements".into(),
-        )
-        .into());
-    }
-    codec::check_params(prepared.params(), &statement.params)?;
-    let client: &Client = conn;
-    let begin_sql = begin_sql("BEGIN READ ONLY", limits);
-    // Once these are sent, the ROLLBACK is on its way: whatever happens
-    // here, the transaction ends before the connection's next request.
-    let begin = sent(client.batch_execute(&begin_sql));
-    let stream = sent(client.query_raw(&prepared, statement.params.iter().map(Param)));
-    let end = sent(client.batch_execute(END_READ));
-    answer(begin).await?;
-    let stream = answer(stream).await?;
-    *state = State::Unread;
-    let read = match rows::read(&prepared, stream, caps).await {
-        Ok(read) => read,
-        Err(stopped) => {
-            if stopped.by_server {
-                *state = State::Clean;
-            }
-            return Err(stopped.error.into());
-        }
-    };
-    if read.drained {
-        *state = State::InTransaction;
-        answer(end).await?;
-        *state = State::Clean;
-    }
-    Ok(read.rows)
+    attempt(conn, statements, limits).await
 }
 
 /// Where a connection's session stands while a call runs on it.
@@ -217,15 +101,19 @@ impl From<DatabaseError> for Attempt {
     }
 }
 
-/// Runs `once` on the connection, again if a kept statement went stale, and
+/// Runs the writes on the connection, again if a kept statement went stale, and
 /// leaves the connection reusable or, when that cannot be known, cancelled
 /// and discarded.
-async fn attempt(conn: &mut PgConnection, work: Work<'_>, limits: &Limits) -> Result<Output> {
+async fn attempt(
+    conn: &mut PgConnection,
+    statements: &[Statement],
+    limits: &Limits,
+) -> Result<Vec<ExecuteResult>> {
     let cancel = conn.cancel_on_drop();
     let mut state = State::Clean;
-    let mut result = once(conn, work, limits, &mut state).await;
+    let mut result = write(conn, statements, limits, &mut state).await;
     if matches!(result, Err(Attempt::StalePlan)) {
-        for statement in work.statements() {
+        for statement in statements {
             conn.forget(&statement.sql);
         }
         if state == State::InTransaction {
@@ -235,7 +123,7 @@ async fn attempt(conn: &mut PgConnection, work: Work<'_>, limits: &Limits) -> Re
             }
         }
         if state == State::Clean {
-            result = once(conn, work, limits, &mut state).await;
+            result = write(conn, statements, limits, &mut state).await;
         }
     }
     if state == State::InTransaction {
@@ -271,7 +159,6 @@ async fn write(
     let caps = Caps {
         rows: limits.max_rows as usize,
         bytes: limits.max_result_bytes,
-        at_cap: AtCap::Refuse,
     };
     let mut prepared_now = Vec::new();
     let mut results = Vec::with_capacity(statements.len());
@@ -353,7 +240,7 @@ fn begin_sql(begin: &str, limits: &Limits) -> String {
 /// The statement_timeout to set for a call with `left` until its deadline,
 /// in milliseconds; `None` when the session's own `cap` is close enough
 /// (within a second: a caller that goes away cancels the statement anyway).
-fn statement_timeout(left: Option<Duration>, cap: Duration) -> Option<u128> {
+pub(super) fn statement_timeout(left: Option<Duration>, cap: Duration) -> Option<u128> {
     let left = left?;
     (left + Duration::from_secs(1) < cap).then(|| left.as_millis().max(1))
 }
