@@ -376,3 +376,73 @@ async fn query_runs_as_the_read_role_when_one_is_configured() {
         .await
         .unwrap();
 }
+
+/// Query's own connections authenticate as PostgreSQL asks: SCRAM-SHA-256,
+/// MD5 and a cleartext password (a private cluster whose pg_hba.conf
+/// demands them of three reader roles); a wrong password is UNAVAILABLE
+/// and names no secret.
+#[tokio::test]
+async fn query_connections_authenticate_with_scram_md5_and_cleartext_passwords() {
+    use resource_broker::dev::postgres;
+    let hba = "host all scram_ro 127.0.0.1/32 scram-sha-256\n\
+               host all md5_ro 127.0.0.1/32 md5\n\
+               host all plain_ro 127.0.0.1/32 password";
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("auth-pg");
+    let server = match postgres::start_private_with_hba(&dir, 54339, hba).await {
+        Ok(server) => server,
+        Err(e) if std::env::var("CI").is_err() && format!("{e:#}").contains("initdb") => {
+            eprintln!("skipped: {e:#}");
+            return;
+        }
+        Err(e) => panic!("cannot start the private cluster: {e:#}"),
+    };
+    let name = format!("rb_auth_{}", std::process::id());
+    let url = server.ensure_database(&name).await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    for (role, encryption) in [
+        ("scram_ro", "scram-sha-256"),
+        ("md5_ro", "md5"),
+        ("plain_ro", "scram-sha-256"),
+    ] {
+        admin
+            .batch_execute(&format!(
+                "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+                 SET password_encryption = '{encryption}'; \
+                 ALTER ROLE {role} PASSWORD 'pw-{role}-marker'"
+            ))
+            .await
+            .unwrap();
+    }
+    for (role, password, works) in [
+        ("scram_ro", "pw-scram_ro-marker", true),
+        ("md5_ro", "pw-md5_ro-marker", true),
+        ("plain_ro", "pw-plain_ro-marker", true),
+        ("scram_ro", "wrong-marker", false),
+    ] {
+        // (Its drop looks for the name on the shared server: nothing there.)
+        let db = common::TestDatabase {
+            name: name.clone(),
+            url: url.clone(),
+        };
+        let s3 = common::TestS3::start().await;
+        let mut config = common::test_config(&db, &s3);
+        config.postgres.postgres_read_user = Some(role.into());
+        config.postgres.postgres_read_password = Some(password.into());
+        config.postgres.acquire_timeout = Duration::from_secs(3);
+        let broker = TestBroker::serve(db, s3, config).await;
+        let mut client = broker.database().await;
+        let result = query(&mut client, "SELECT current_user::text", 0).await;
+        if works {
+            assert_eq!(text(&result.unwrap()), role, "{role}");
+        } else {
+            let err = result.unwrap_err();
+            assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+            assert!(!err.message().contains("marker"), "{}", err.message());
+        }
+    }
+    drop(admin);
+    let _ = server.drop_database(&name).await;
+}

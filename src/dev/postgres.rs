@@ -100,8 +100,19 @@ impl PostgresServer {
 /// Starts (or reuses) a private cluster. Safe to call from several processes
 /// at once: they serialise on a lock file and the later ones reuse the first's.
 pub async fn start_private(data_dir: &Path, port: u16) -> anyhow::Result<PostgresServer> {
+    start_private_with_hba(data_dir, port, "").await
+}
+
+/// [`start_private`] with `hba` (pg_hba.conf lines) ahead of the trust
+/// rules, for example to make some roles authenticate with a password.
+pub async fn start_private_with_hba(
+    data_dir: &Path,
+    port: u16,
+    hba: &str,
+) -> anyhow::Result<PostgresServer> {
     let data_dir = data_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || start_private_blocking(&data_dir, port)).await??;
+    let hba = hba.to_owned();
+    tokio::task::spawn_blocking(move || start_private_blocking(&data_dir, port, &hba)).await??;
     let server = PostgresServer {
         admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
     };
@@ -111,7 +122,7 @@ pub async fn start_private(data_dir: &Path, port: u16) -> anyhow::Result<Postgre
     Ok(server)
 }
 
-fn start_private_blocking(data_dir: &Path, port: u16) -> anyhow::Result<()> {
+fn start_private_blocking(data_dir: &Path, port: u16, hba: &str) -> anyhow::Result<()> {
     let as_root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false);
@@ -169,6 +180,12 @@ fn start_private_blocking(data_dir: &Path, port: u16) -> anyhow::Result<()> {
         .status
         .success();
     if !running {
+        if !hba.is_empty() {
+            std::fs::write(
+                data_dir.join("pg_hba.conf"),
+                format!("{hba}\nlocal all all trust\nhost all all 127.0.0.1/32 trust\n"),
+            )?;
+        }
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=200",
             data_dir.display()
