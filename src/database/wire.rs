@@ -459,14 +459,23 @@ impl WireConnection {
     /// Reads a cycle's answers up to its ReadyForQuery, failing with the
     /// first error (after the ReadyForQuery, so the connection stays in step).
     pub async fn finish_cycle(&mut self) -> WireResult<()> {
+        self.read_cycle(|_| Ok(())).await
+    }
+
+    /// Reads a cycle's answers up to its ReadyForQuery, handing each other
+    /// than an error to `answer`; fails with the cycle's first error.
+    async fn read_cycle(
+        &mut self,
+        mut answer: impl FnMut(Message) -> WireResult<()>,
+    ) -> WireResult<()> {
         let mut error = None;
         loop {
             match self.next().await? {
                 Message::ReadyForQuery(_) => break,
-                Message::ErrorResponse(e) if error.is_none() => {
-                    error = Some(WireError::Server(ServerError::parse(e.fields())));
+                Message::ErrorResponse(e) => {
+                    error.get_or_insert(WireError::Server(ServerError::parse(e.fields())));
                 }
-                _ => {}
+                message => answer(message)?,
             }
         }
         error.map_or(Ok(()), Err)
@@ -490,11 +499,10 @@ impl WireConnection {
         frontend::sync(&mut self.output);
         self.begin_cycle();
         self.flush().await?;
-        let mut error = None;
         let mut param_oids = Vec::new();
         let mut fields = Vec::new();
-        loop {
-            match self.next().await? {
+        self.read_cycle(|message| {
+            match message {
                 Message::ParameterDescription(body) => param_oids = body.parameters().collect()?,
                 Message::RowDescription(body) => {
                     fields = body
@@ -502,16 +510,11 @@ impl WireConnection {
                         .map(|f| Ok((f.name().to_owned(), f.type_oid())))
                         .collect()?;
                 }
-                Message::ErrorResponse(e) if error.is_none() => {
-                    error = Some(WireError::Server(ServerError::parse(e.fields())));
-                }
-                Message::ReadyForQuery(_) => break,
                 _ => {}
             }
-        }
-        if let Some(error) = error {
-            return Err(error);
-        }
+            Ok(())
+        })
+        .await?;
         let mut params = Vec::with_capacity(param_oids.len());
         for oid in param_oids {
             params.push(self.resolve(oid, 0).await?);
@@ -559,30 +562,21 @@ impl WireConnection {
         self.begin_cycle();
         self.flush().await?;
         let mut row: Option<Vec<String>> = None;
-        let mut error = None;
-        loop {
-            match self.next().await? {
-                Message::DataRow(body) => {
-                    let buffer = body.buffer();
-                    row = Some(
-                        body.ranges()
-                            .map(|r| {
-                                Ok(r.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned())
-                                    .unwrap_or_default())
-                            })
-                            .collect()?,
-                    );
-                }
-                Message::ErrorResponse(e) if error.is_none() => {
-                    error = Some(WireError::Server(ServerError::parse(e.fields())));
-                }
-                Message::ReadyForQuery(_) => break,
-                _ => {}
+        self.read_cycle(|message| {
+            if let Message::DataRow(body) = message {
+                let buffer = body.buffer();
+                row = Some(
+                    body.ranges()
+                        .map(|r| {
+                            Ok(r.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned())
+                                .unwrap_or_default())
+                        })
+                        .collect()?,
+                );
             }
-        }
-        if let Some(error) = error {
-            return Err(error);
-        }
+            Ok(())
+        })
+        .await?;
         let [name, typtype, base, element, category, schema] = row
             .and_then(|r| <[String; 6]>::try_from(r).ok())
             .ok_or_else(|| WireError::Broken(format!("type {oid} is not in pg_type")))?;
