@@ -643,8 +643,13 @@ impl Drop for CancelOnDrop {
         self.poisoned.store(true, Ordering::SeqCst);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(e) = key.cancel().await {
-                    tracing::warn!(error = %e, "cancelling an abandoned statement failed");
+                // A server that never closes the socket cannot keep this task.
+                match tokio::time::timeout(Duration::from_secs(10), key.cancel()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cancelling an abandoned statement failed")
+                    }
+                    Err(_) => tracing::warn!("cancelling an abandoned statement timed out"),
                 }
             });
         }
