@@ -14,14 +14,14 @@ RUN mkdir -p src/bin \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && for agent in orchestrator extractor archivist; do echo 'fn main() {}' > "src/bin/${agent}.rs"; done \
-    && cargo build --release --locked --bins \
+    && cargo build --profile dist --locked --bins \
     && rm -rf src
 # Then the real sources.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bins \
+    && cargo build --profile dist --locked --bins \
     && mkdir -p /out \
-    && cp target/release/broker target/release/orchestrator target/release/extractor target/release/archivist /out/
+    && cp target/dist/broker target/dist/orchestrator target/dist/extractor target/dist/archivist /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the benchmark in release mode, installing PgBouncer first (the peer
+# Runs the benchmark on the `dist` build (release + fat LTO, as the image
+# ships; ~15 minutes to build the first time), installing PgBouncer first (the peer
 # reference for SQL) when it can. Extra arguments go to `broker bench`.
-#   bash scripts/bench.sh                      # full run, a few minutes
+#   bash scripts/bench.sh                      # full run, about 7 minutes
 #   bash scripts/bench.sh --duration 1s --concurrency 16
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,5 @@ if ! [ -x /usr/sbin/pgbouncer ] && ! command -v pgbouncer >/dev/null 2>&1; then
     echo "bench: pgbouncer is not installed; SQL is compared with direct only" >&2
   fi
 fi
-cargo build --release --locked --bin broker
-exec target/release/broker bench "$@"
+cargo build --profile dist --locked --bin broker
+exec target/dist/broker bench "$@"
