@@ -203,9 +203,16 @@ async fn run(
     drain_timeout: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Fixed flow-control windows: an upload may have 1 MiB (one chunk) in
+    // flight per stream and 4 MiB per connection before the broker has read
+    // it, which bounds what a client can make it buffer. (The adaptive
+    // window estimates the bandwidth-delay product, which on a short path
+    // stays near 64 KiB and turns a 1 MiB upload into a dozen window-update
+    // round trips.)
     builder
         .http2()
-        .adaptive_window(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_concurrent_streams(1024);
     let tls = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
@@ -265,6 +272,10 @@ async fn run(
 
 /// Longest a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 flow-control windows the broker grants each client.
+const STREAM_WINDOW_BYTES: u32 = 1024 * 1024 + 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 
 type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
 
