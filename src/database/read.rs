@@ -80,11 +80,11 @@ impl From<WireError> for Failure {
 /// whether the connection is idle again.
 async fn end_transaction(conn: &mut WireConnection) -> bool {
     let ended = async {
+        conn.begin_cycle();
         for name in [wire::ROLLBACK, wire::UNLOCK] {
             bind_execute(conn, name, &[], &[], 0)?;
         }
         frontend::sync(&mut conn.output);
-        conn.begin_cycle();
         conn.flush().await?;
         conn.finish_cycle().await
     };
@@ -152,6 +152,9 @@ async fn once(
     codec::check_params(&prepared.params, &statement.params)?;
     let params: Vec<Param<'_>> = statement.params.iter().map(Param).collect();
 
+    // From here the connection is mid-cycle: should anything fail before
+    // the answers are read, it is discarded, never reused half-written.
+    conn.begin_cycle();
     conn.close_evicted()?;
     bind_execute(conn, wire::BEGIN_READ, &[], &[], 0)?;
     let timeout = statement_timeout(deadline::remaining(), limits.statement_timeout);
@@ -170,7 +173,6 @@ async fn once(
     bind_execute(conn, wire::ROLLBACK, &[], &[], 0)?;
     bind_execute(conn, wire::UNLOCK, &[], &[], 0)?;
     frontend::sync(&mut conn.output);
-    conn.begin_cycle();
     conn.flush().await?;
 
     let caps = Caps {

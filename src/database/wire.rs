@@ -397,7 +397,8 @@ impl WireConnection {
         self.status
     }
 
-    /// Marks the start of a cycle whose answers are not read yet.
+    /// Marks the start of a cycle, before its first message is queued: until
+    /// its ReadyForQuery is read, the connection is not reusable.
     pub fn begin_cycle(&mut self) {
         self.status = None;
     }
@@ -493,11 +494,11 @@ impl WireConnection {
     pub async fn prepare(&mut self, sql: &str) -> WireResult<Arc<Prepared>> {
         self.next_statement += 1;
         let name = format!("q{}", self.next_statement);
+        self.begin_cycle();
         self.close_evicted()?;
         frontend::parse(&name, sql, std::iter::empty(), &mut self.output)?;
         frontend::describe(b'S', &name, &mut self.output)?;
         frontend::sync(&mut self.output);
-        self.begin_cycle();
         self.flush().await?;
         let mut param_oids = Vec::new();
         let mut fields = Vec::new();
@@ -542,6 +543,7 @@ impl WireConnection {
         const LOOKUP: &str = "SELECT t.typname, t.typtype, t.typbasetype::int8, t.typelem::int8, \
              t.typcategory, n.nspname FROM pg_catalog.pg_type t \
              JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = $1::int8::oid";
+        self.begin_cycle();
         frontend::parse("", LOOKUP, std::iter::empty(), &mut self.output)?;
         let oid_text = oid.to_string();
         frontend::bind(
@@ -559,7 +561,6 @@ impl WireConnection {
         .map_err(|_| WireError::Broken("cannot encode a type lookup".into()))?;
         frontend::execute("", 0, &mut self.output)?;
         frontend::sync(&mut self.output);
-        self.begin_cycle();
         self.flush().await?;
         let mut row: Option<Vec<String>> = None;
         self.read_cycle(|message| {
