@@ -1,6 +1,8 @@
 //! The database domain: typed statements against one PostgreSQL database
-//! through a bb8 connection pool. Query runs read-only; Execute and
-//! Transaction write; InitSchema creates the documents schema.
+//! through two bb8 pools. Query runs read-only, in one protocol cycle, on
+//! connections of its own ([`wire`], [`read`]); Execute and Transaction
+//! write on tokio-postgres ([`session`]); InitSchema creates the documents
+//! schema.
 
 mod checks;
 mod codec;
