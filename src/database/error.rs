@@ -2,6 +2,8 @@
 //! Messages come from PostgreSQL's own error text (safe: it never contains
 //! the connection string or password) or are written here.
 
+use super::wire::{ServerError, WireError};
+
 /// Why a database call failed. Messages are safe to show to callers.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -46,8 +48,6 @@ impl From<tokio_postgres::Error> for DatabaseError {
         Self::from_sqlstate(db.code().code(), message)
     }
 }
-
-use super::wire::{ServerError, WireError};
 
 impl From<WireError> for DatabaseError {
     fn from(e: WireError) -> Self {

@@ -128,7 +128,7 @@ impl ConnectFailures {
         self.0.notified()
     }
 
-    pub(super) fn failed(&self) {
+    fn failed(&self) {
         self.0.notify_waiters();
     }
 }
@@ -143,6 +143,28 @@ pub enum ConnectError {
     Wire(String),
     #[error("the database did not complete the connection within {0:?}")]
     TimedOut(Duration),
+}
+
+/// Runs `connecting` within the configuration's connect timeout, start-up
+/// and authentication included (a server that accepts and never answers
+/// must not hold a pool slot), and tells waiting callers when it fails.
+pub(super) async fn open<C>(
+    config: &Config,
+    failures: &ConnectFailures,
+    connecting: impl Future<Output = Result<C, ConnectError>>,
+) -> Result<C, ConnectError> {
+    let limit = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::MAX);
+    let result = match tokio::time::timeout(limit, connecting).await {
+        Ok(connected) => connected,
+        Err(_) => Err(ConnectError::TimedOut(limit)),
+    };
+    result.inspect_err(|e| {
+        tracing::debug!(error = %e, "cannot open a database connection");
+        failures.failed();
+    })
 }
 
 /// Opens connections with a fixed configuration.
@@ -171,21 +193,14 @@ impl bb8::ManageConnection for Manager {
     type Error = ConnectError;
 
     async fn connect(&self) -> Result<PgConnection, ConnectError> {
-        // tokio-postgres's connect_timeout covers the TCP connect only; a
-        // server that accepts and never answers must not hold the slot.
-        let limit = self
-            .config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::MAX);
-        let connected = match tokio::time::timeout(limit, self.config.connect(NoTls)).await {
-            Ok(connected) => connected.map_err(ConnectError::Postgres),
-            Err(_) => Err(ConnectError::TimedOut(limit)),
+        // tokio-postgres's connect_timeout covers the TCP connect only.
+        let connecting = async {
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(ConnectError::Postgres)
         };
-        let (client, connection) = connected.inspect_err(|e| {
-            tracing::debug!(error = %e, "cannot open a database connection");
-            self.failures.failed();
-        })?;
+        let (client, connection) = open(&self.config, &self.failures, connecting).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "database connection closed with an error");

@@ -67,10 +67,12 @@ pub async fn read(
             ))
             .into());
         }
-        collector.push(row.columns().iter().enumerate().map(|(i, column)| {
-            let raw: Option<Raw<'_>> = row.try_get(i).ok();
-            (column.type_(), raw.and_then(|r| r.0))
-        }))?;
+        let mut cells = Vec::with_capacity(row.len());
+        for (i, column) in row.columns().iter().enumerate() {
+            let raw: Raw<'_> = row.try_get(i).map_err(DatabaseError::from)?;
+            cells.push((column.type_(), raw.0));
+        }
+        collector.push(cells.into_iter())?;
     }
     let rows_affected = stream.rows_affected().unwrap_or(0);
     Ok(Read {

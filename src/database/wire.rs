@@ -38,7 +38,7 @@ use tokio::{
 };
 use tokio_postgres::config::{Config, Host};
 
-use super::pool::{ConnectError, ConnectFailures, StatementCache};
+use super::pool::{self, ConnectError, ConnectFailures, StatementCache};
 
 /// Statements every connection prepares once, at connect time.
 pub const BEGIN_READ: &str = "r_begin";
@@ -686,22 +686,12 @@ impl bb8::ManageConnection for Manager {
     type Error = ConnectError;
 
     async fn connect(&self) -> Result<WireConnection, ConnectError> {
-        // Start-up and authentication included: a server that accepts and
-        // never answers must not hold the slot.
-        let limit = self
-            .config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::MAX);
-        let connected = WireConnection::connect(&self.config, self.max_message);
-        let result = match tokio::time::timeout(limit, connected).await {
-            Ok(connected) => connected.map_err(|e| ConnectError::Wire(e.to_string())),
-            Err(_) => Err(ConnectError::TimedOut(limit)),
+        let connecting = async {
+            WireConnection::connect(&self.config, self.max_message)
+                .await
+                .map_err(|e| ConnectError::Wire(e.to_string()))
         };
-        result.inspect_err(|e| {
-            tracing::debug!(error = %e, "cannot open a database connection");
-            self.failures.failed();
-        })
+        pool::open(&self.config, &self.failures, connecting).await
     }
 
     async fn is_valid(&self, conn: &mut WireConnection) -> Result<(), ConnectError> {
