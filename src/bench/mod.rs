@@ -145,7 +145,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         access_key_id: "bench".into(),
         secret_access_key: s3_server::random_secret(),
     };
-    let s3 = s3_server::LocalS3::start(&scratch.join("s3"), &credentials).await?;
+    // The S3 server stands in for a service of its own: it gets its own
+    // threads, so it does not compete with the load generator's event loop.
+    let s3_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-s3")
+        .enable_all()
+        .build()?;
+    let s3 = {
+        let (root, credentials) = (scratch.join("s3"), credentials.clone());
+        s3_runtime
+            .spawn(async move { s3_server::LocalS3::start(&root, &credentials).await })
+            .await??
+    };
     let setup = Arc::new(Setup {
         database_url: database_url.clone(),
         bucket: "bench".into(),
@@ -154,6 +166,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     });
 
     let result = measure(&args, &setup).await;
+    drop(s3);
+    s3_runtime.shutdown_background();
     let _ = server.drop_database(&name).await;
     let _ = std::fs::remove_dir_all(&scratch);
     let report = result?;

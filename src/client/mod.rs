@@ -242,19 +242,22 @@ impl BrokerClient {
         Fut: Future<Output = Result<tonic::Response<R>, Status>>,
     {
         let attempts = match &self.transport {
-            Transport::Remote(balancer) => balancer.addresses().len().clamp(1, MAX_ATTEMPTS),
+            Transport::Remote(balancer) => balancer.address_count().clamp(1, MAX_ATTEMPTS),
             Transport::Local(_) => 1,
         };
-        let mut attempt = 1;
-        loop {
+        // Every attempt but the last sends a copy of the request.
+        for attempt in 1..attempts {
             match call(self.clone(), self.request(message.clone(), self.timeout)).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status) if attempt < attempts && may_retry(&status, idempotent) => {
+                Err(status) if may_retry(&status, idempotent) => {
                     tracing::debug!(error = %status, attempt, "broker unreachable, trying the next address");
-                    attempt += 1;
                 }
                 Err(status) => return Err(status.into()),
             }
+        }
+        match call(self.clone(), self.request(message, self.timeout)).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(status.into()),
         }
     }
 

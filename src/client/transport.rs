@@ -198,6 +198,11 @@ impl Balancer {
         self.read().iter().map(|m| m.addr).collect()
     }
 
+    /// How many addresses calls are spread over now.
+    pub fn address_count(&self) -> usize {
+        self.read().len()
+    }
+
     fn pick(&self) -> Result<Arc<Member>, BoxError> {
         let members = self.read();
         if members.is_empty() {
