@@ -36,6 +36,9 @@ impl LocalS3 {
         let task = tokio::spawn(async move {
             let http = auto::Builder::new(TokioExecutor::new());
             while let Ok((socket, _)) = listener.accept().await {
+                // Without it a response whose head and body go out in two
+                // writes waits for the client's delayed ACK (~40 ms).
+                let _ = socket.set_nodelay(true);
                 let connection = http
                     .serve_connection(TokioIo::new(socket), service.clone())
                     .into_owned();
