@@ -121,6 +121,41 @@ impl BrokerProcess {
     }
 }
 
+/// A one-worker runtime beside the bench's own, shut down without waiting
+/// when dropped (a runtime may not be dropped the ordinary way from async
+/// code).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    fn new(name: &str) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0
+            .as_ref()
+            .expect("the runtime lives until dropped")
+            .spawn(future)
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The backends every path shares.
 pub struct Setup {
     pub database_url: String,
@@ -147,11 +182,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     };
     // The S3 server stands in for a service of its own: it gets its own
     // threads, so it does not compete with the load generator's event loop.
-    let s3_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("bench-s3")
-        .enable_all()
-        .build()?;
+    let s3_runtime = BackgroundRuntime::new("bench-s3")?;
     let s3 = {
         let (root, credentials) = (scratch.join("s3"), credentials.clone());
         s3_runtime
@@ -167,7 +198,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 
     let result = measure(&args, &setup).await;
     drop(s3);
-    s3_runtime.shutdown_background();
+    drop(s3_runtime);
     let _ = server.drop_database(&name).await;
     let _ = std::fs::remove_dir_all(&scratch);
     let report = result?;
