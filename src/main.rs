@@ -59,37 +59,6 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    match runtime() {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The async runtime. One thread (tokio's current-thread scheduler) for
-/// `bench`, whose load generator is one event loop like the seed's asyncio
-/// agents, and whenever `TOKIO_WORKER_THREADS=1` asks for a single worker:
-/// the same work as a one-worker thread pool without the hand-offs between
-/// the worker and the thread that waits on the runtime (about a tenth less
-/// broker CPU per Query). Otherwise a worker per core, or
-/// `TOKIO_WORKER_THREADS`.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let bench = std::env::args().nth(1).as_deref() == Some("bench");
-    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
-    if bench || one_worker {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    }
-}
-
-async fn run() -> ExitCode {
     let args = healthcheck::normalize_args(std::env::args());
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -105,6 +74,37 @@ async fn run() -> ExitCode {
             };
         }
     };
+    match runtime(&cli.command) {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The async runtime. One thread (tokio's current-thread scheduler) for
+/// `bench`, whose load generator is one event loop like the seed's asyncio
+/// agents, and whenever `TOKIO_WORKER_THREADS=1` asks for a single worker:
+/// the same work as a one-worker thread pool without the hand-offs between
+/// the worker and the thread that waits on the runtime (about a tenth less
+/// broker CPU per Query). Otherwise a worker per core, or
+/// `TOKIO_WORKER_THREADS`.
+fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let bench = matches!(command, Command::Bench(_));
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    if bench || one_worker {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(config) => match telemetry::init(&config.log) {
             // The guard flushes exported spans when serve returns.
