@@ -132,6 +132,12 @@ pub struct PostgresConfig {
     #[arg(long, env = "BROKER_PG_POOL_MAX", default_value_t = 10)]
     pub pool_max: u32,
 
+    /// Query statements of different callers one connection runs back to
+    /// back under load (1: one at a time, as a plain pool).
+    #[arg(long, env = "BROKER_PG_PIPELINE_DEPTH", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pipeline_depth: u32,
+
     /// How long a call waits for a free connection before UNAVAILABLE.
     #[arg(long, env = "BROKER_PG_ACQUIRE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
@@ -338,6 +344,7 @@ impl fmt::Debug for PostgresConfig {
             .field("secrets_endpoint_url", &self.secrets_endpoint_url)
             .field("pool_min", &self.pool_min)
             .field("pool_max", &self.pool_max)
+            .field("pipeline_depth", &self.pipeline_depth)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)

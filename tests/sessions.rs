@@ -178,6 +178,49 @@ async fn a_query_leaves_no_advisory_lock_behind() {
         .unwrap();
 }
 
+/// Many callers' queries share the one connection, several cycles per
+/// write: a statement that fails, one that changes the session and one
+/// that takes an advisory lock leave nothing to the others in the batch.
+#[tokio::test]
+async fn queries_sharing_a_connection_answer_each_caller_alone() {
+    let broker = one_connection_broker(|_| {}).await;
+    let db = broker.database().await;
+    let admin = broker.db.connect().await;
+    const FAILS: &str = "SELECT 1 / (SELECT 0)";
+    const CHANGES: &str = "SELECT set_config('search_path', 'nowhere', false)";
+    const LOCKS: &str = "SELECT 1 FROM pg_advisory_lock(11)";
+    const READS: &str = "SELECT current_setting('search_path')";
+    const ADDS: &str = "SELECT 41 + 1";
+    let default_path = text(&query(&mut db.clone(), READS, 0).await.unwrap());
+    // Each runs once alone first: known to be quick, they may share batches.
+    for sql in [CHANGES, LOCKS, ADDS] {
+        query(&mut db.clone(), sql, 0).await.unwrap();
+    }
+    query(&mut db.clone(), FAILS, 0).await.unwrap_err();
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let sql = [FAILS, CHANGES, LOCKS, READS, ADDS][i % 5];
+            let mut db = db.clone();
+            tokio::spawn(async move { (sql, query(&mut db, sql, 0).await) })
+        })
+        .collect();
+    for call in calls {
+        match call.await.unwrap() {
+            (FAILS, result) => {
+                let err = result.unwrap_err();
+                assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+                assert!(err.message().contains("division by zero"), "{err:?}");
+            }
+            (READS, result) => assert_eq!(text(&result.unwrap()), default_path),
+            (ADDS, result) => assert_eq!(int(&result.unwrap()), 42),
+            (sql, result) => {
+                result.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            }
+        }
+    }
+    assert_eq!(advisory_locks(&admin).await, 0);
+}
+
 #[tokio::test]
 async fn results_are_capped_in_bytes_and_writes_in_rows() {
     let broker = one_connection_broker(|c| {

@@ -5,7 +5,7 @@
 use super::wire::{ServerError, WireError};
 
 /// Why a database call failed. Messages are safe to show to callers.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DatabaseError {
     #[error("{0}")]
     InvalidArgument(String),

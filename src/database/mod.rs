@@ -7,6 +7,7 @@
 mod checks;
 mod codec;
 mod error;
+mod pipeline;
 mod pool;
 mod read;
 mod rows;
@@ -15,7 +16,7 @@ mod session;
 mod value;
 mod wire;
 
-use std::time::Duration;
+use std::{future::Future, sync::Arc, time::Duration};
 
 use bb8::{Pool, PooledConnection};
 
@@ -64,6 +65,34 @@ fn pool_builder<M: bb8::ManageConnection>(config: &PostgresConfig) -> bb8::Build
         .retry_connection(false)
 }
 
+/// A connection from a pool (`getting` is its `get`), timed for the
+/// metrics. Waiting ends early if opening one fails: the database is
+/// unreachable, and the caller learns it now.
+async fn acquire<C, M>(
+    failures: &pool::ConnectFailures,
+    getting: impl Future<Output = Result<C, bb8::RunError<M>>>,
+) -> Result<C>
+where
+    DatabaseError: From<bb8::RunError<M>>,
+{
+    let started = std::time::Instant::now();
+    let failed = failures.next();
+    let waiting = metrics().pool_wait();
+    let result = tokio::select! {
+        biased;
+        result = getting => result.map_err(DatabaseError::from),
+        () = failed => Err(DatabaseError::Unavailable("cannot connect to the database".into())),
+    };
+    drop(waiting);
+    metrics()
+        .pool_acquire_duration
+        .observe(started.elapsed().as_secs_f64());
+    if matches!(result, Err(DatabaseError::PoolTimeout)) {
+        metrics().pool_acquire_timeouts.inc();
+    }
+    result
+}
+
 /// A pooled PostgreSQL database.
 #[derive(Clone)]
 pub struct Database {
@@ -71,6 +100,8 @@ pub struct Database {
     pool: PgPool,
     /// Query: the read role's connections when one is configured.
     read_pool: ReadPool,
+    /// Query's calls, shared out over `read_pool`.
+    reads: pipeline::Pipeline,
     pool_max: u32,
     connect_failures: pool::ConnectFailures,
     limits: Limits,
@@ -102,16 +133,24 @@ impl Database {
             config.test_on_checkout,
             connect_failures.clone(),
         ));
+        let limits = Limits {
+            max_rows: limits.max_rows,
+            max_result_bytes: limits.max_result_bytes(),
+            statement_timeout: config.statement_timeout,
+        };
+        let reads = pipeline::Pipeline::new(
+            read_pool.clone(),
+            connect_failures.clone(),
+            limits,
+            config.pipeline_depth as usize,
+        );
         Ok(Self {
             pool,
             read_pool,
+            reads,
             pool_max: config.pool_max,
             connect_failures,
-            limits: Limits {
-                max_rows: limits.max_rows,
-                max_result_bytes: limits.max_result_bytes(),
-                statement_timeout: config.statement_timeout,
-            },
+            limits,
             guard: Guard::new("postgresql", resilience),
         })
     }
@@ -126,29 +165,12 @@ impl Database {
         self.checkout(&self.pool).await
     }
 
-    /// A connection from `pool`, timed for the metrics.
+    /// A connection from `pool`.
     async fn checkout<'p, M>(&self, pool: &'p Pool<M>) -> Result<PooledConnection<'p, M>>
     where
         M: bb8::ManageConnection<Error = pool::ConnectError>,
     {
-        let started = std::time::Instant::now();
-        // Waiting for a connection ends early if opening one fails: the
-        // database is unreachable, and the caller learns it now.
-        let failed = self.connect_failures.next();
-        let waiting = metrics().pool_wait();
-        let result = tokio::select! {
-            biased;
-            result = pool.get() => result.map_err(DatabaseError::from),
-            () = failed => Err(DatabaseError::Unavailable("cannot connect to the database".into())),
-        };
-        drop(waiting);
-        metrics()
-            .pool_acquire_duration
-            .observe(started.elapsed().as_secs_f64());
-        if matches!(result, Err(DatabaseError::PoolTimeout)) {
-            metrics().pool_acquire_timeouts.inc();
-        }
-        result
+        acquire(&self.connect_failures, pool.get()).await
     }
 
     /// The row cap applied when a Query asks for 0 rows.
@@ -164,11 +186,11 @@ impl Database {
             0 => self.limits.max_rows,
             n => n.min(self.limits.max_rows),
         };
+        let statement = Arc::new(statement.clone());
         // Read-only, so safe to retry when the connection failed.
         self.guard
-            .call("Query", Idempotent, || async {
-                let mut conn = self.read_connection().await?;
-                read::query(&mut conn, statement, limit, &self.limits).await
+            .call("Query", Idempotent, || {
+                self.reads.query(statement.clone(), limit)
             })
             .await
     }

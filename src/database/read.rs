@@ -1,94 +1,290 @@
-//! Query on one of its own connections ([`super::wire`]), in one protocol
-//! cycle: `BEGIN READ ONLY`, the statement (at most one row past the cap),
-//! `ROLLBACK` and the release of advisory locks go out as one pipeline with
-//! a single Sync, and their answers come back in one flush. The rollback
-//! undoes whatever the statement changed in the session (`set_config`
-//! included); the read-only transaction cannot be switched back to
-//! read-write once the statement runs. A statement that fails leaves the
-//! transaction aborted: a second cycle ends it. A connection whose answers
-//! were left unread is cancelled and discarded.
+//! Query's read cycles on one of the broker's own connections
+//! ([`super::wire`]), several callers' at a time ([`super::pipeline`]
+//! hands them out). A job's cycle is two protocol cycles written at once:
+//! `BEGIN READ ONLY`, the statement (at most one row past the cap) and a
+//! Sync; then `ROLLBACK`, the release of advisory locks and a Sync. The
+//! rollback undoes whatever the statement changed in the session
+//! (`set_config` included), and the read-only transaction cannot be
+//! switched back to read-write once the statement runs. The second Sync
+//! ends the transaction even when the statement failed, so one caller's
+//! error never reaches the next job on the connection.
+//!
+//! The cycles of a batch go out in one write and their answers are read in
+//! order. A caller that leaves while its statement runs has it cancelled;
+//! a job hit by a cancel meant for another, or whose statement went stale,
+//! is handed back to run again ([`Outcome::Again`]).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use postgres_protocol::message::{backend::Message, frontend};
 use postgres_types::ToSql;
+use tokio::time::Instant;
 
 use super::{
-    Column, DatabaseError, Limits, Result, Rows, Statement,
+    Column, DatabaseError, Limits, Statement,
     codec::{self, Param},
+    pipeline::{Job, Outcome},
     rows::{Caps, Collector},
     session::statement_timeout,
     wire::{self, Prepared, ServerError, WireConnection, WireError},
 };
-use crate::resilience::deadline;
 
-/// One read-only statement, at most `limit` rows.
-pub async fn query(
+/// Input a batch writes beyond its first job before PostgreSQL has read
+/// any: less than a socket buffer, so PostgreSQL writing a large answer
+/// while the broker still writes can never leave both waiting.
+const BATCH_INPUT_BYTES: usize = 64 * 1024;
+
+/// Runs `jobs` on `conn` and answers each. Statements the connection has
+/// not prepared are prepared first (one round trip each). Afterwards the
+/// connection is idle, or not reusable (the pool discards it).
+/// How long each job that ran took (from when its answers were awaited) is
+/// added to `timings`.
+pub async fn batch(
     conn: &mut WireConnection,
-    statement: &Statement,
-    limit: u32,
+    jobs: Vec<Job>,
     limits: &Limits,
-) -> Result<Rows> {
+    timings: &mut Vec<(Arc<Statement>, Duration)>,
+) {
     let cancel = conn.cancel_on_drop();
-    let mut result = once(conn, statement, limit, limits).await;
-    if matches!(result, Err(Failure::StalePlan)) {
-        // The statement's tables changed since it was prepared here.
-        conn.forget(&statement.sql);
-        if end_transaction(conn).await {
-            result = once(conn, statement, limit, limits).await;
+    let mut ready = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match prepared(conn, &job.statement.sql).await {
+            Ok(prepared) => match check(&prepared, &job) {
+                Ok(()) => ready.push((job, prepared)),
+                Err(e) => job.answer(Outcome::Done(Err(e))),
+            },
+            Err(e) if conn.is_idle() => job.answer(Outcome::Done(Err(e.into()))),
+            Err(e) => {
+                // The connection broke: this job learns why, the rest run elsewhere.
+                job.answer(Outcome::Done(Err(e.into())));
+                return again(ready.into_iter().map(|(job, _)| job));
+            }
         }
     }
-    if matches!(conn.status(), Some(b'T' | b'E')) {
-        end_transaction(conn).await;
+    let mut ready = ready.into_iter().peekable();
+    let mut cancelled = false;
+    while ready.peek().is_some() {
+        let mut sent = Vec::new();
+        conn.begin_cycle();
+        if let Err(e) = conn.close_evicted() {
+            return broken(e, sent, ready);
+        }
+        while let Some((job, prepared)) =
+            ready.next_if(|_| sent.is_empty() || conn.output.len() < BATCH_INPUT_BYTES)
+        {
+            let start = conn.output.len();
+            match queue_cycle(conn, &job, &prepared, limits) {
+                Ok(preamble) => sent.push((job, prepared, preamble)),
+                Err(e) => {
+                    conn.output.truncate(start);
+                    job.answer(Outcome::Done(Err(e)));
+                }
+            }
+        }
+        if sent.is_empty() {
+            continue;
+        }
+        if let Err(e) = conn.flush().await {
+            return broken(e, sent, ready);
+        }
+        let mut sent = sent.into_iter();
+        let mut since = Instant::now();
+        while let Some((mut job, prepared, preamble)) = sent.next() {
+            let answered = answers(conn, &mut job, &prepared, preamble, limits, &mut cancelled);
+            match answered.await {
+                Ok(outcome) => {
+                    let now = Instant::now();
+                    timings.push((job.statement.clone(), now - since));
+                    since = now;
+                    job.answer(outcome);
+                }
+                Err(e) => {
+                    job.answer(Outcome::Done(Err(e.into())));
+                    let rest = sent.map(|(job, ..)| job);
+                    return again(rest.chain(ready.map(|(job, _)| job)));
+                }
+            }
+        }
+    }
+    if cancelled {
+        // A cancel may still be on its way: it must not reach a later batch.
+        conn.retire();
     }
     if conn.is_idle() {
         cancel.disarm();
     }
-    result.map_err(|failure| match failure {
-        Failure::Error(e) => e,
-        Failure::StalePlan => {
-            DatabaseError::Aborted("the statement's tables changed while it ran; try again".into())
+}
+
+/// The connection failed before any of `sent` was answered: they and the
+/// rest run again elsewhere.
+fn broken(
+    e: WireError,
+    sent: Vec<(Job, Arc<Prepared>, usize)>,
+    rest: impl Iterator<Item = (Job, Arc<Prepared>)>,
+) {
+    tracing::debug!(error = %e, "a read connection failed before its answers");
+    let sent = sent.into_iter().map(|(job, ..)| job);
+    again(sent.chain(rest.map(|(job, _)| job)));
+}
+
+/// Jobs that never ran to an answer here: run them again.
+fn again(jobs: impl Iterator<Item = Job>) {
+    for job in jobs {
+        job.answer(Outcome::Again(DatabaseError::Unavailable(
+            "the database connection failed".into(),
+        )));
+    }
+}
+
+/// Statements Query may run, with the parameters the caller gave.
+fn check(prepared: &Prepared, job: &Job) -> Result<(), DatabaseError> {
+    if prepared.columns.is_empty() {
+        return Err(DatabaseError::InvalidArgument(
+            "Query runs statements that return rows; use Execute for other statements".into(),
+        ));
+    }
+    codec::check_params(&prepared.params, &job.statement.params)
+}
+
+/// Queues one job's two cycles; how many statements come before the
+/// caller's (whose rows are not the caller's).
+fn queue_cycle(
+    conn: &mut WireConnection,
+    job: &Job,
+    prepared: &Prepared,
+    limits: &Limits,
+) -> Result<usize, DatabaseError> {
+    let mut preamble = 1;
+    bind_execute(conn, wire::BEGIN_READ, &[], &[], 0)?;
+    let left = job
+        .deadline
+        .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+    if let Some(millis) = statement_timeout(left, limits.statement_timeout) {
+        let millis = super::Value::Text(millis.to_string());
+        let text = [postgres_types::Type::TEXT];
+        bind_execute(conn, wire::SET_TIMEOUT, &text, &[Param(&millis)], 0)?;
+        preamble += 1;
+    }
+    // One row past the cap tells whether the result was cut.
+    let fetch = i32::try_from(job.limit).unwrap_or(i32::MAX - 1) + 1;
+    let params: Vec<Param<'_>> = job.statement.params.iter().map(Param).collect();
+    bind_execute(conn, &prepared.name, &prepared.params, &params, fetch)?;
+    frontend::sync(&mut conn.output);
+    bind_execute(conn, wire::ROLLBACK, &[], &[], 0)?;
+    bind_execute(conn, wire::UNLOCK, &[], &[], 0)?;
+    frontend::sync(&mut conn.output);
+    Ok(preamble)
+}
+
+/// Reads one job's answers: its rows (or error), then the end of its
+/// transaction. Fails when the connection cannot go on.
+async fn answers(
+    conn: &mut WireConnection,
+    job: &mut Job,
+    prepared: &Prepared,
+    preamble: usize,
+    limits: &Limits,
+    cancelled: &mut bool,
+) -> Result<Outcome, WireError> {
+    let caps = Caps {
+        rows: job.limit as usize,
+        bytes: limits.max_result_bytes,
+    };
+    let mut collector = Collector::new(caps);
+    let mut truncated = false;
+    let mut failed: Option<DatabaseError> = None;
+    let mut server_error = None;
+    let mut leaving = false;
+    let mut completed = 0;
+    loop {
+        let message = tokio::select! {
+            biased;
+            message = conn.next() => message?,
+            () = job.reply.closed(), if !leaving => {
+                // The caller left: stop its statement (the answers are
+                // read and dropped; a cancel that lands on the next job
+                // makes that one run again).
+                leaving = true;
+                *cancelled = true;
+                conn.cancel_running();
+                continue;
+            }
+        };
+        match message {
+            Message::CommandComplete(_)
+            | Message::PortalSuspended
+            | Message::EmptyQueryResponse => completed += 1,
+            Message::DataRow(_)
+                if completed != preamble || failed.is_some() || server_error.is_some() => {}
+            Message::DataRow(_) if collector.full() => truncated = true,
+            Message::DataRow(row) => {
+                let buffer = row.buffer();
+                let mut ranges = row.ranges();
+                let mut cells = Vec::with_capacity(prepared.columns.len());
+                for (_, ty) in &prepared.columns {
+                    let range = fallible_iterator::FallibleIterator::next(&mut ranges)
+                        .map_err(WireError::from)?
+                        .ok_or_else(|| WireError::Broken("a row is missing cells".into()))?;
+                    cells.push((ty, range.map(|r| &buffer[r])));
+                }
+                if let Err(e) = collector.push(cells.into_iter()) {
+                    // Past the byte cap: the statement is stopped and the
+                    // rest of its rows dropped as they come.
+                    failed = Some(e);
+                    if !leaving {
+                        leaving = true;
+                        *cancelled = true;
+                        conn.cancel_running();
+                    }
+                }
+            }
+            Message::ErrorResponse(e) if server_error.is_none() => {
+                server_error = Some(ServerError::parse(e.fields()));
+            }
+            Message::ReadyForQuery(_) => break,
+            _ => {}
         }
+    }
+    // The second cycle: ROLLBACK and the unlock.
+    let mut ended = true;
+    loop {
+        match conn.next().await? {
+            Message::ErrorResponse(_) => ended = false,
+            Message::ReadyForQuery(_) => break,
+            _ => {}
+        }
+    }
+    if !ended || !conn.is_idle() {
+        return Err(WireError::Broken(
+            "the database did not end a read-only transaction".into(),
+        ));
+    }
+    if let Some(error) = failed {
+        return Ok(Outcome::Done(Err(error)));
+    }
+    Ok(match server_error {
+        Some(e) if is_stale_plan(&e) => {
+            // The statement's tables changed since it was prepared here.
+            conn.forget(&job.statement.sql);
+            Outcome::Again(DatabaseError::Aborted(
+                "the statement's tables changed while it ran; try again".into(),
+            ))
+        }
+        // A cancel sent for another job that reached this one.
+        Some(e) if *cancelled && !leaving && is_user_cancel(&e) => {
+            Outcome::Again(WireError::Server(e).into())
+        }
+        Some(e) => Outcome::Done(Err(WireError::Server(e).into())),
+        None => Outcome::Done(Ok(collector.finish(columns(prepared), truncated))),
     })
 }
 
-enum Failure {
-    StalePlan,
-    Error(DatabaseError),
+fn is_stale_plan(e: &ServerError) -> bool {
+    e.code == "0A000" && e.message.starts_with("cached plan must not change")
 }
 
-impl From<DatabaseError> for Failure {
-    fn from(e: DatabaseError) -> Self {
-        Self::Error(e)
-    }
-}
-
-impl From<WireError> for Failure {
-    fn from(e: WireError) -> Self {
-        match e {
-            WireError::Server(e)
-                if e.code == "0A000" && e.message.starts_with("cached plan must not change") =>
-            {
-                Self::StalePlan
-            }
-            e => Self::Error(e.into()),
-        }
-    }
-}
-
-/// Ends an open or aborted transaction (and releases advisory locks);
-/// whether the connection is idle again.
-async fn end_transaction(conn: &mut WireConnection) -> bool {
-    let ended = async {
-        conn.begin_cycle();
-        for name in [wire::ROLLBACK, wire::UNLOCK] {
-            bind_execute(conn, name, &[], &[], 0)?;
-        }
-        frontend::sync(&mut conn.output);
-        conn.flush().await?;
-        conn.finish_cycle().await
-    };
-    ended.await.is_ok() && conn.is_idle()
+fn is_user_cancel(e: &ServerError) -> bool {
+    e.code == "57014" && e.message.contains("user request")
 }
 
 /// Queues Bind and Execute of a prepared statement on the unnamed portal.
@@ -133,92 +329,6 @@ async fn prepared(conn: &mut WireConnection, sql: &str) -> Result<Arc<Prepared>,
     let prepared = conn.prepare(sql).await?;
     conn.remember(sql, prepared.clone());
     Ok(prepared)
-}
-
-/// Runs the statement once: one cycle, its rows read within the caps.
-async fn once(
-    conn: &mut WireConnection,
-    statement: &Statement,
-    limit: u32,
-    limits: &Limits,
-) -> Result<Rows, Failure> {
-    let prepared = prepared(conn, &statement.sql).await?;
-    if prepared.columns.is_empty() {
-        return Err(DatabaseError::InvalidArgument(
-            "Query runs statements that return rows; use Execute for other statements".into(),
-        )
-        .into());
-    }
-    codec::check_params(&prepared.params, &statement.params)?;
-    let params: Vec<Param<'_>> = statement.params.iter().map(Param).collect();
-
-    // From here the connection is mid-cycle: should anything fail before
-    // the answers are read, it is discarded, never reused half-written.
-    conn.begin_cycle();
-    conn.close_evicted()?;
-    bind_execute(conn, wire::BEGIN_READ, &[], &[], 0)?;
-    let timeout = statement_timeout(deadline::remaining(), limits.statement_timeout);
-    let preamble = match timeout {
-        Some(millis) => {
-            let millis = super::Value::Text(millis.to_string());
-            let text = [postgres_types::Type::TEXT];
-            bind_execute(conn, wire::SET_TIMEOUT, &text, &[Param(&millis)], 0)?;
-            2
-        }
-        None => 1,
-    };
-    // One row past the cap tells whether the result was cut.
-    let fetch = i32::try_from(limit).unwrap_or(i32::MAX - 1) + 1;
-    bind_execute(conn, &prepared.name, &prepared.params, &params, fetch)?;
-    bind_execute(conn, wire::ROLLBACK, &[], &[], 0)?;
-    bind_execute(conn, wire::UNLOCK, &[], &[], 0)?;
-    frontend::sync(&mut conn.output);
-    conn.flush().await?;
-
-    let caps = Caps {
-        rows: limit as usize,
-        bytes: limits.max_result_bytes,
-    };
-    let mut collector = Collector::new(caps);
-    let mut truncated = false;
-    let mut completed = 0;
-    let mut error = None;
-    loop {
-        match conn.next().await? {
-            Message::DataRow(row) if completed == preamble && error.is_none() => {
-                if collector.full() {
-                    truncated = true;
-                    continue;
-                }
-                let buffer = row.buffer();
-                let mut ranges = row.ranges();
-                let mut cells = Vec::with_capacity(prepared.columns.len());
-                for (_, ty) in &prepared.columns {
-                    let range = fallible_iterator::FallibleIterator::next(&mut ranges)
-                        .map_err(WireError::from)?
-                        .ok_or_else(|| WireError::Broken("a row is missing cells".into()))?;
-                    cells.push((ty, range.map(|r| &buffer[r])));
-                }
-                // Past the byte cap the rest is left unread: the connection
-                // is cancelled and discarded.
-                collector.push(cells.into_iter())?;
-            }
-            Message::CommandComplete(_)
-            | Message::PortalSuspended
-            | Message::EmptyQueryResponse => {
-                completed += 1;
-            }
-            Message::ErrorResponse(e) if error.is_none() => {
-                error = Some(WireError::Server(ServerError::parse(e.fields())));
-            }
-            Message::ReadyForQuery(_) => break,
-            _ => {}
-        }
-    }
-    if let Some(error) = error {
-        return Err(error.into());
-    }
-    Ok(collector.finish(columns(&prepared), truncated))
 }
 
 fn columns(prepared: &Prepared) -> Vec<Column> {

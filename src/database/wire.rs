@@ -387,14 +387,25 @@ impl WireConnection {
         }
     }
 
+    /// Cancels the statement the server runs now, if any; the connection
+    /// stays usable (its caller reads the answers as usual).
+    pub fn cancel_running(&self) {
+        spawn_cancel(self.cancel.clone());
+    }
+
+    /// Whether the next caller may use it: idle, not marked to be closed.
+    pub fn reusable(&self) -> bool {
+        !self.poisoned.load(Ordering::SeqCst) && self.is_idle()
+    }
+
+    /// Marks the connection to be closed when it goes back to the pool.
+    pub fn retire(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
     /// The last cycle ended outside a transaction, all answers read.
     pub fn is_idle(&self) -> bool {
         self.status == Some(b'I')
-    }
-
-    /// The last cycle ended with its answers read (in or out of a transaction).
-    pub fn status(&self) -> Option<u8> {
-        self.status
     }
 
     /// Marks the start of a cycle, before its first message is queued: until
@@ -642,18 +653,24 @@ impl Drop for CancelOnDrop {
             return;
         };
         self.poisoned.store(true, Ordering::SeqCst);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                // A server that never closes the socket cannot keep this task.
-                match tokio::time::timeout(Duration::from_secs(10), key.cancel()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "cancelling an abandoned statement failed")
-                    }
-                    Err(_) => tracing::warn!("cancelling an abandoned statement timed out"),
+        spawn_cancel(key);
+    }
+}
+
+/// Asks the server, from a task of its own, to cancel what the connection
+/// of `key` runs now.
+fn spawn_cancel(key: CancelKey) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            // A server that never closes the socket cannot keep this task.
+            match tokio::time::timeout(Duration::from_secs(10), key.cancel()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cancelling an abandoned statement failed")
                 }
-            });
-        }
+                Err(_) => tracing::warn!("cancelling an abandoned statement timed out"),
+            }
+        });
     }
 }
 

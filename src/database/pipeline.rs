@@ -1,0 +1,265 @@
+//! Query's calls shared out over the read pool. A caller queues its
+//! statement as a [`Job`]; leader tasks, each holding one pooled
+//! connection, take up to `depth` queued jobs at a time and run them as one
+//! batch ([`super::read::batch`]: one write, the answers in order). There
+//! are as many leaders as the calls in progress need, one per `depth` of
+//! them, within the pool's size; a leader gives its connection back as soon
+//! as the queue is empty. At one caller a Query is one batch of one, on a
+//! connection of its own; under load PostgreSQL gets several cycles per
+//! wake-up and the broker one write for them, which is where a pooler's
+//! cost per call goes.
+//!
+//! Only statements known to be quick share a batch: a statement whose text
+//! has not run before, or whose recent runs took longer than
+//! [`QUICK`], runs in a batch of its own, so a slow report never holds up
+//! the point lookups queued with it (and two slow statements run side by
+//! side, on two connections).
+//!
+//! A job runs in the leader's task, not the caller's: a caller that leaves
+//! (its deadline, its client gone) has its statement cancelled without
+//! disturbing the others in the batch.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{sync::oneshot, time::Instant};
+
+use super::{DatabaseError, Limits, ReadPool, Result, Rows, Statement, acquire, pool, read};
+use crate::resilience::deadline;
+
+/// How many times a call whose job was handed back runs at most.
+const ATTEMPTS: usize = 3;
+
+/// A statement whose recent runs all took less than this may share a batch.
+const QUICK: Duration = Duration::from_millis(5);
+
+/// Statement texts whose speed is remembered (then forgotten all at once).
+const REMEMBERED: usize = 4096;
+
+/// One caller's statement, waiting for or in a batch.
+pub struct Job {
+    pub statement: Arc<Statement>,
+    /// Rows at most.
+    pub limit: u32,
+    /// The caller's deadline, if it has one.
+    pub deadline: Option<Instant>,
+    pub reply: oneshot::Sender<Outcome>,
+    /// Known to be quick: it may share a batch.
+    quick: bool,
+}
+
+impl Job {
+    /// Answers the caller (who may have left).
+    pub fn answer(self, outcome: Outcome) {
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// How a job ended.
+pub enum Outcome {
+    Done(Result<Rows>),
+    /// It did not run to an answer through no fault of its own (the
+    /// connection failed, a cancel meant for another job reached it, its
+    /// statement's tables changed): queue it again. The error is what the
+    /// caller gets when its attempts run out.
+    Again(DatabaseError),
+}
+
+/// The queue of Query's jobs and its leaders.
+#[derive(Clone)]
+pub struct Pipeline(Arc<Shared>);
+
+struct Shared {
+    pool: ReadPool,
+    failures: pool::ConnectFailures,
+    limits: Limits,
+    depth: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    queued: VecDeque<Job>,
+    /// Quick jobs queued or in a batch.
+    quick: usize,
+    /// Other jobs queued or in a batch: each needs a leader of its own.
+    alone: usize,
+    leaders: usize,
+    /// By statement text: its slowest recent run, halved at each run since.
+    speeds: HashMap<String, Duration>,
+}
+
+impl State {
+    fn count(&mut self, quick: bool) -> &mut usize {
+        if quick {
+            &mut self.quick
+        } else {
+            &mut self.alone
+        }
+    }
+
+    /// Leaders the jobs in progress need.
+    fn needed(&self, depth: usize) -> usize {
+        self.alone + self.quick.div_ceil(depth)
+    }
+
+    fn is_quick(&self, sql: &str) -> bool {
+        self.speeds.get(sql).is_some_and(|slowest| *slowest < QUICK)
+    }
+
+    fn record(&mut self, sql: &str, took: Duration) {
+        if let Some(slowest) = self.speeds.get_mut(sql) {
+            *slowest = took.max(*slowest / 2);
+            return;
+        }
+        if self.speeds.len() >= REMEMBERED {
+            self.speeds.clear();
+        }
+        self.speeds.insert(sql.to_owned(), took);
+    }
+}
+
+impl Pipeline {
+    pub fn new(
+        pool: ReadPool,
+        failures: pool::ConnectFailures,
+        limits: Limits,
+        depth: usize,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            pool,
+            failures,
+            limits,
+            depth: depth.max(1),
+            state: Mutex::default(),
+        }))
+    }
+
+    /// Runs one read-only statement, at most `limit` rows.
+    pub async fn query(&self, statement: Arc<Statement>, limit: u32) -> Result<Rows> {
+        let deadline = deadline::remaining().map(|left| Instant::now() + left);
+        let mut reason = None;
+        for _ in 0..ATTEMPTS {
+            match self.submit(statement.clone(), limit, deadline).await {
+                Outcome::Done(result) => return result,
+                Outcome::Again(why) => reason = Some(why),
+            }
+        }
+        Err(reason.unwrap_or_else(|| DatabaseError::Unavailable("no attempt was made".into())))
+    }
+
+    async fn submit(
+        &self,
+        statement: Arc<Statement>,
+        limit: u32,
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        let (reply, answer) = oneshot::channel();
+        let new_leader = {
+            let mut state = self.0.lock();
+            let quick = state.is_quick(&statement.sql);
+            state.queued.push_back(Job {
+                statement,
+                limit,
+                deadline,
+                reply,
+                quick,
+            });
+            *state.count(quick) += 1;
+            let needed = state.leaders < state.needed(self.0.depth);
+            state.leaders += usize::from(needed);
+            needed
+        };
+        if new_leader {
+            tokio::spawn(lead(self.0.clone()));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Outcome::Again(DatabaseError::Unavailable(
+                "the query's connection went away".into(),
+            ))
+        })
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next batch: the first job whose caller still waits and, if it
+    /// is quick, the quick jobs after it, `depth` at most. `None` (and
+    /// this leader is gone) when no job waits.
+    fn take(&self) -> Option<Vec<Job>> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let (mut quick, mut alone) = (0, 0);
+        state.queued.retain(|job| {
+            let waiting = !job.reply.is_closed();
+            if !waiting {
+                *(if job.quick { &mut quick } else { &mut alone }) += 1;
+            }
+            waiting
+        });
+        state.quick -= quick;
+        state.alone -= alone;
+        let Some(first) = state.queued.pop_front() else {
+            state.leaders -= 1;
+            return None;
+        };
+        let mut jobs = vec![first];
+        if jobs[0].quick {
+            let mut i = 0;
+            while jobs.len() < self.depth && i < state.queued.len() {
+                if state.queued[i].quick {
+                    jobs.extend(state.queued.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        Some(jobs)
+    }
+
+    /// A batch ended: its jobs are done, and how long each took is noted.
+    fn finished(&self, quick: bool, jobs: usize, timings: &mut Vec<(Arc<Statement>, Duration)>) {
+        let mut state = self.lock();
+        *state.count(quick) -= jobs;
+        for (statement, took) in timings.drain(..) {
+            state.record(&statement.sql, took);
+        }
+    }
+}
+
+/// One leader: a connection while there are jobs.
+async fn lead(shared: Arc<Shared>) {
+    let mut held = None;
+    let mut timings = Vec::new();
+    loop {
+        let conn = match &mut held {
+            Some(conn) => conn,
+            None => match acquire(&shared.failures, shared.pool.get_owned()).await {
+                Ok(conn) => held.insert(conn),
+                Err(e) => {
+                    // The callers waiting now learn why.
+                    let Some(jobs) = shared.take() else { return };
+                    let (quick, count) = (jobs[0].quick, jobs.len());
+                    for job in jobs {
+                        job.answer(Outcome::Done(Err(e.clone())));
+                    }
+                    shared.finished(quick, count, &mut timings);
+                    continue;
+                }
+            },
+        };
+        let Some(jobs) = shared.take() else { return };
+        let (quick, count) = (jobs[0].quick, jobs.len());
+        read::batch(conn, jobs, &shared.limits, &mut timings).await;
+        shared.finished(quick, count, &mut timings);
+        if !conn.reusable() {
+            held = None;
+        }
+    }
+}
