@@ -21,6 +21,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    hash::BuildHasher,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -38,6 +39,10 @@ const QUICK: Duration = Duration::from_millis(5);
 
 /// Statement texts whose speed is remembered (then forgotten all at once).
 const REMEMBERED: usize = 4096;
+
+/// A leader gives its connection back to the pool at least this often, so
+/// that the pool's checks and lifetimes apply under sustained load too.
+const HOLD: Duration = Duration::from_secs(1);
 
 /// One caller's statement, waiting for or in a batch.
 pub struct Job {
@@ -88,8 +93,10 @@ struct State {
     /// Other jobs queued or in a batch: each needs a leader of its own.
     alone: usize,
     leaders: usize,
-    /// By statement text: its slowest recent run, halved at each run since.
-    speeds: HashMap<String, Duration>,
+    /// By a hash of the statement text: its slowest recent run, halved at
+    /// each run since.
+    speeds: HashMap<u64, Duration>,
+    hasher: std::hash::RandomState,
 }
 
 impl State {
@@ -107,18 +114,22 @@ impl State {
     }
 
     fn is_quick(&self, sql: &str) -> bool {
-        self.speeds.get(sql).is_some_and(|slowest| *slowest < QUICK)
+        let key = self.hasher.hash_one(sql);
+        self.speeds
+            .get(&key)
+            .is_some_and(|slowest| *slowest < QUICK)
     }
 
     fn record(&mut self, sql: &str, took: Duration) {
-        if let Some(slowest) = self.speeds.get_mut(sql) {
+        let key = self.hasher.hash_one(sql);
+        if let Some(slowest) = self.speeds.get_mut(&key) {
             *slowest = took.max(*slowest / 2);
             return;
         }
         if self.speeds.len() >= REMEMBERED {
             self.speeds.clear();
         }
-        self.speeds.insert(sql.to_owned(), took);
+        self.speeds.insert(key, took);
     }
 }
 
@@ -236,12 +247,16 @@ impl Shared {
 /// One leader: a connection while there are jobs.
 async fn lead(shared: Arc<Shared>) {
     let mut held = None;
+    let mut since = Instant::now();
     let mut timings = Vec::new();
     loop {
         let conn = match &mut held {
             Some(conn) => conn,
             None => match acquire(&shared.failures, shared.pool.get_owned()).await {
-                Ok(conn) => held.insert(conn),
+                Ok(conn) => {
+                    since = Instant::now();
+                    held.insert(conn)
+                }
                 Err(e) => {
                     // The callers waiting now learn why.
                     let Some(jobs) = shared.take() else { return };
@@ -258,7 +273,7 @@ async fn lead(shared: Arc<Shared>) {
         let (quick, count) = (jobs[0].quick, jobs.len());
         read::batch(conn, jobs, &shared.limits, &mut timings).await;
         shared.finished(quick, count, &mut timings);
-        if !conn.reusable() {
+        if !conn.reusable() || since.elapsed() > HOLD {
             held = None;
         }
     }
