@@ -180,13 +180,13 @@ impl Database {
 
     /// Runs one read-only statement and returns at most `max_rows` rows
     /// (0: the configured cap, which is also the most one may ask for).
-    pub async fn query(&self, statement: &Statement, max_rows: u32) -> Result<Rows> {
-        checks::check_statement(statement)?;
+    pub async fn query(&self, statement: Statement, max_rows: u32) -> Result<Rows> {
+        checks::check_statement(&statement)?;
         let limit = match max_rows {
             0 => self.limits.max_rows,
             n => n.min(self.limits.max_rows),
         };
-        let statement = Arc::new(statement.clone());
+        let statement = Arc::new(statement);
         // Read-only, so safe to retry when the connection failed.
         self.guard
             .call("Query", Idempotent, || {

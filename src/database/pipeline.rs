@@ -52,6 +52,8 @@ pub struct Job {
     /// The caller's deadline, if it has one.
     pub deadline: Option<Instant>,
     pub reply: oneshot::Sender<Outcome>,
+    /// The statement's key in the table of speeds.
+    pub speed_key: u64,
     /// Known to be quick: it may share a batch.
     quick: bool,
 }
@@ -82,6 +84,8 @@ struct Shared {
     failures: pool::ConnectFailures,
     limits: Limits,
     depth: usize,
+    /// Hashes statement texts into keys of [`State::speeds`].
+    hasher: std::hash::RandomState,
     state: Mutex<State>,
 }
 
@@ -96,7 +100,6 @@ struct State {
     /// By a hash of the statement text: its slowest recent run, halved at
     /// each run since.
     speeds: HashMap<u64, Duration>,
-    hasher: std::hash::RandomState,
 }
 
 impl State {
@@ -113,15 +116,13 @@ impl State {
         self.alone + self.quick.div_ceil(depth)
     }
 
-    fn is_quick(&self, sql: &str) -> bool {
-        let key = self.hasher.hash_one(sql);
+    fn is_quick(&self, key: u64) -> bool {
         self.speeds
             .get(&key)
             .is_some_and(|slowest| *slowest < QUICK)
     }
 
-    fn record(&mut self, sql: &str, took: Duration) {
-        let key = self.hasher.hash_one(sql);
+    fn record(&mut self, key: u64, took: Duration) {
         if let Some(slowest) = self.speeds.get_mut(&key) {
             *slowest = took.max(*slowest / 2);
             return;
@@ -145,6 +146,7 @@ impl Pipeline {
             failures,
             limits,
             depth: depth.max(1),
+            hasher: std::hash::RandomState::new(),
             state: Mutex::default(),
         }))
     }
@@ -169,14 +171,16 @@ impl Pipeline {
         deadline: Option<Instant>,
     ) -> Outcome {
         let (reply, answer) = oneshot::channel();
+        let speed_key = self.0.hasher.hash_one(&statement.sql);
         let new_leader = {
             let mut state = self.0.lock();
-            let quick = state.is_quick(&statement.sql);
+            let quick = state.is_quick(speed_key);
             state.queued.push_back(Job {
                 statement,
                 limit,
                 deadline,
                 reply,
+                speed_key,
                 quick,
             });
             *state.count(quick) += 1;
@@ -235,11 +239,11 @@ impl Shared {
     }
 
     /// A batch ended: its jobs are done, and how long each took is noted.
-    fn finished(&self, quick: bool, jobs: usize, timings: &mut Vec<(Arc<Statement>, Duration)>) {
+    fn finished(&self, quick: bool, jobs: usize, timings: &mut Vec<(u64, Duration)>) {
         let mut state = self.lock();
         *state.count(quick) -= jobs;
-        for (statement, took) in timings.drain(..) {
-            state.record(&statement.sql, took);
+        for (key, took) in timings.drain(..) {
+            state.record(key, took);
         }
     }
 }

@@ -21,7 +21,7 @@ use postgres_types::ToSql;
 use tokio::time::Instant;
 
 use super::{
-    Column, DatabaseError, Limits, Statement,
+    Column, DatabaseError, Limits,
     codec::{self, Param},
     pipeline::{Job, Outcome},
     rows::{Caps, Collector},
@@ -38,12 +38,12 @@ const BATCH_INPUT_BYTES: usize = 64 * 1024;
 /// not prepared are prepared first (one round trip each). Afterwards the
 /// connection is idle, or not reusable (the pool discards it).
 /// How long each job that ran took (from when its answers were awaited) is
-/// added to `timings`.
+/// added to `timings`, by its speed key.
 pub async fn batch(
     conn: &mut WireConnection,
     jobs: Vec<Job>,
     limits: &Limits,
-    timings: &mut Vec<(Arc<Statement>, Duration)>,
+    timings: &mut Vec<(u64, Duration)>,
 ) {
     let cancel = conn.cancel_on_drop();
     let mut ready = Vec::with_capacity(jobs.len());
@@ -94,7 +94,7 @@ pub async fn batch(
             match answered.await {
                 Ok(outcome) => {
                     let now = Instant::now();
-                    timings.push((job.statement.clone(), now - since));
+                    timings.push((job.speed_key, now - since));
                     since = now;
                     job.answer(outcome);
                 }

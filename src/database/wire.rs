@@ -625,7 +625,7 @@ impl WireConnection {
     }
 
     fn is_broken(&mut self) -> bool {
-        self.poisoned.load(Ordering::SeqCst) || !self.is_idle() || self.has_closed()
+        !self.reusable() || self.has_closed()
     }
 }
 
@@ -724,6 +724,6 @@ impl bb8::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut WireConnection) -> bool {
-        conn.poisoned.load(Ordering::SeqCst) || !conn.is_idle()
+        !conn.reusable()
     }
 }

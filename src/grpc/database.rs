@@ -33,7 +33,7 @@ impl database_server::Database for DatabaseService {
             sql: request.sql,
             params: convert::params(request.params)?,
         };
-        let rows = self.db.query(&statement, request.max_rows).await?;
+        let rows = self.db.query(statement, request.max_rows).await?;
         Ok(Response::new(convert::query_response(rows)))
     }
 
