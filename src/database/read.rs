@@ -1,18 +1,21 @@
 //! Query's read cycles on one of the broker's own connections
 //! ([`super::wire`]), several callers' at a time ([`super::pipeline`]
-//! hands them out). A job's cycle is two protocol cycles written at once:
-//! `BEGIN READ ONLY`, the statement (at most one row past the cap) and a
-//! Sync; then `ROLLBACK`, the release of advisory locks and a Sync. The
-//! rollback undoes whatever the statement changed in the session
-//! (`set_config` included), and the read-only transaction cannot be
-//! switched back to read-write once the statement runs. The second Sync
-//! ends the transaction even when the statement failed, so one caller's
-//! error never reaches the next job on the connection.
+//! hands them out). Each job is one protocol cycle: `BEGIN READ ONLY`, the
+//! statement (at most one row past the cap) and a Sync. The next cycle on
+//! the connection starts with `ROLLBACK` and the release of advisory
+//! locks, and a batch ends with a cycle of only those two. The rollback
+//! undoes whatever the statement changed in the session (`set_config`
+//! included), and the read-only transaction cannot be switched back to
+//! read-write once the statement runs. Because the Sync after each
+//! statement ends PostgreSQL's skipping after an error, and `ROLLBACK` is
+//! what a failed transaction accepts, one caller's error never reaches the
+//! next job on the connection.
 //!
 //! The cycles of a batch go out in one write and their answers are read in
-//! order. A caller that leaves while its statement runs has it cancelled;
-//! a job hit by a cancel meant for another, or whose statement went stale,
-//! is handed back to run again ([`Outcome::Again`]).
+//! order: a batch of n jobs costs PostgreSQL n + 1 cycles (each a flush and
+//! a send), not 2n. A caller that leaves while its statement runs has it
+//! cancelled; a job hit by a cancel meant for another, or whose statement
+//! went stale, is handed back to run again ([`Outcome::Again`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -65,15 +68,11 @@ pub async fn batch(
     let mut cancelled = false;
     while ready.peek().is_some() {
         let mut sent = Vec::new();
-        conn.begin_cycle();
-        if let Err(e) = conn.close_evicted() {
-            return broken(e, sent, ready);
-        }
         while let Some((job, prepared)) =
             ready.next_if(|_| sent.is_empty() || conn.output.len() < BATCH_INPUT_BYTES)
         {
             let start = conn.output.len();
-            match queue_cycle(conn, &job, &prepared, limits) {
+            match queue_cycle(conn, &job, &prepared, limits, !sent.is_empty()) {
                 Ok(preamble) => sent.push((job, prepared, preamble)),
                 Err(e) => {
                     conn.output.truncate(start);
@@ -84,19 +83,31 @@ pub async fn batch(
         if sent.is_empty() {
             continue;
         }
+        if let Err(e) = queue_end(conn) {
+            return broken(e, sent, ready);
+        }
+        conn.begin_cycle();
         if let Err(e) = conn.flush().await {
             return broken(e, sent, ready);
         }
         let mut sent = sent.into_iter();
         let mut since = Instant::now();
+        // A job is answered once the next cycle has ended its transaction
+        // (the answers come in the same read): no caller sees its answer
+        // while its advisory locks are still held.
+        let mut finished: Option<(Job, Outcome)> = None;
         while let Some((mut job, prepared, preamble)) = sent.next() {
             let answered = answers(conn, &mut job, &prepared, preamble, limits, &mut cancelled);
-            match answered.await {
+            let answered = answered.await;
+            if let Some((job, outcome)) = finished.take() {
+                job.answer(outcome);
+            }
+            match answered {
                 Ok(outcome) => {
                     let now = Instant::now();
                     timings.push((job.speed_key, now - since));
                     since = now;
-                    job.answer(outcome);
+                    finished = Some((job, outcome));
                 }
                 Err(e) => {
                     job.answer(Outcome::Done(Err(e.into())));
@@ -104,6 +115,15 @@ pub async fn batch(
                     return again(rest.chain(ready.map(|(job, _)| job)));
                 }
             }
+        }
+        let end = read_end(conn).await;
+        if let Some((job, outcome)) = finished.take() {
+            job.answer(outcome);
+        }
+        if let Err(e) = end {
+            tracing::debug!(error = %e, "a read connection did not end its batch cleanly");
+            conn.retire();
+            return again(ready.map(|(job, _)| job));
         }
     }
     if cancelled {
@@ -146,15 +166,21 @@ fn check(prepared: &Prepared, job: &Job) -> Result<(), DatabaseError> {
     codec::check_params(&prepared.params, &job.statement.params)
 }
 
-/// Queues one job's two cycles; how many statements come before the
-/// caller's (whose rows are not the caller's).
+/// Queues one job's cycle (after `previous`, first the end of that job's
+/// transaction); how many statements come before the caller's (whose rows
+/// are not the caller's).
 fn queue_cycle(
     conn: &mut WireConnection,
     job: &Job,
     prepared: &Prepared,
     limits: &Limits,
+    previous: bool,
 ) -> Result<usize, DatabaseError> {
     let mut preamble = 1;
+    if previous {
+        queue_release(conn)?;
+        preamble += 2;
+    }
     bind_execute(conn, wire::BEGIN_READ, &[], &[], 0)?;
     let left = job
         .deadline
@@ -170,14 +196,39 @@ fn queue_cycle(
     let params: Vec<Param<'_>> = job.statement.params.iter().map(Param).collect();
     bind_execute(conn, &prepared.name, &prepared.params, &params, fetch)?;
     frontend::sync(&mut conn.output);
-    bind_execute(conn, wire::ROLLBACK, &[], &[], 0)?;
-    bind_execute(conn, wire::UNLOCK, &[], &[], 0)?;
-    frontend::sync(&mut conn.output);
     Ok(preamble)
 }
 
-/// Reads one job's answers: its rows (or error), then the end of its
-/// transaction. Fails when the connection cannot go on.
+/// `ROLLBACK` (accepted after a failed statement too) and the release of
+/// session advisory locks, which outlive a rollback.
+fn queue_release(conn: &mut WireConnection) -> Result<(), WireError> {
+    bind_execute(conn, wire::ROLLBACK, &[], &[], 0)?;
+    bind_execute(conn, wire::UNLOCK, &[], &[], 0)
+}
+
+/// The batch's last cycle: the last job's release, and the Close of
+/// statements evicted from the connection's cache.
+fn queue_end(conn: &mut WireConnection) -> Result<(), WireError> {
+    queue_release(conn)?;
+    conn.close_evicted()?;
+    frontend::sync(&mut conn.output);
+    Ok(())
+}
+
+/// Reads the answers of [`queue_end`]'s cycle: the connection must be idle
+/// after it.
+async fn read_end(conn: &mut WireConnection) -> Result<(), WireError> {
+    conn.finish_cycle().await?;
+    if !conn.is_idle() {
+        return Err(WireError::Broken(
+            "the database did not end a read-only transaction".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads one job's answers up to its Sync: its rows (or error). Fails when
+/// the connection cannot go on.
 async fn answers(
     conn: &mut WireConnection,
     job: &mut Job,
@@ -193,10 +244,11 @@ async fn answers(
     let mut collector = Collector::new(caps);
     let mut truncated = false;
     let mut failed: Option<DatabaseError> = None;
-    let mut server_error = None;
+    // The first error, and whether it came before the caller's statement.
+    let mut server_error: Option<(ServerError, bool)> = None;
     let mut leaving = false;
     let mut completed = 0;
-    loop {
+    let status = loop {
         let message = tokio::select! {
             biased;
             message = conn.next() => message?,
@@ -239,42 +291,40 @@ async fn answers(
                 }
             }
             Message::ErrorResponse(e) if server_error.is_none() => {
-                server_error = Some(ServerError::parse(e.fields()));
+                server_error = Some((ServerError::parse(e.fields()), completed < preamble));
             }
-            Message::ReadyForQuery(_) => break,
+            Message::ReadyForQuery(ready) => break ready.status(),
             _ => {}
         }
-    }
-    // The second cycle: ROLLBACK and the unlock.
-    let mut ended = true;
-    loop {
-        match conn.next().await? {
-            Message::ErrorResponse(_) => ended = false,
-            Message::ReadyForQuery(_) => break,
-            _ => {}
+    };
+    match (status, &server_error) {
+        // Still in the job's transaction, or in the failed one.
+        (b'T', None) | (b'E', Some(_)) => {}
+        _ => {
+            return Err(WireError::Broken(
+                "the database left a read-only transaction in an unexpected state".into(),
+            ));
         }
-    }
-    if !ended || !conn.is_idle() {
-        return Err(WireError::Broken(
-            "the database did not end a read-only transaction".into(),
-        ));
     }
     if let Some(error) = failed {
         return Ok(Outcome::Done(Err(error)));
     }
     Ok(match server_error {
-        Some(e) if is_stale_plan(&e) => {
+        // A cancel sent for another job that reached this one.
+        Some((e, _)) if *cancelled && !leaving && is_user_cancel(&e) => {
+            Outcome::Again(WireError::Server(e).into())
+        }
+        // The end of the previous job's transaction or the start of this
+        // one failed: not the caller's doing, and the connection is suspect.
+        Some((e, true)) => return Err(WireError::Server(e)),
+        Some((e, false)) if is_stale_plan(&e) => {
             // The statement's tables changed since it was prepared here.
             conn.forget(&job.statement.sql);
             Outcome::Again(DatabaseError::Aborted(
                 "the statement's tables changed while it ran; try again".into(),
             ))
         }
-        // A cancel sent for another job that reached this one.
-        Some(e) if *cancelled && !leaving && is_user_cancel(&e) => {
-            Outcome::Again(WireError::Server(e).into())
-        }
-        Some(e) => Outcome::Done(Err(WireError::Server(e).into())),
+        Some((e, false)) => Outcome::Done(Err(WireError::Server(e).into())),
         None => Outcome::Done(Ok(collector.finish(columns(prepared), truncated))),
     })
 }
