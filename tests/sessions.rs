@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestBroker;
+use futures::FutureExt;
 use resource_broker::proto::{
     ExecuteRequest, ExecuteResponse, QueryRequest, QueryResponse, TransactionRequest, Value,
     database_client::DatabaseClient, value::Kind,
@@ -218,6 +219,58 @@ async fn queries_sharing_a_connection_answer_each_caller_alone() {
             }
         }
     }
+    assert_eq!(advisory_locks(&admin).await, 0);
+}
+
+/// A batch is one protocol cycle: an error makes PostgreSQL skip the rest
+/// of it. The jobs after a failing statement still get their own answers,
+/// and the failed transaction's advisory lock is released.
+#[tokio::test]
+async fn a_statement_failing_inside_a_batch_costs_no_one_else_their_answer() {
+    let broker = one_connection_broker(|_| {}).await;
+    let db = broker.database().await;
+    let admin = broker.db.connect().await;
+    // Twenty texts, each known to be quick (it ran once alone), each
+    // failing for a divisor of 0 after taking a session advisory lock.
+    let divide = |k: usize| format!("SELECT {k} + 100 / $1::int FROM pg_advisory_lock(7)");
+    let call = |db: &Client, sql: String, divisor: i64| {
+        let mut db = db.clone();
+        async move {
+            db.query(QueryRequest {
+                sql,
+                params: vec![Value {
+                    kind: Some(Kind::IntValue(divisor)),
+                }],
+                max_rows: 0,
+            })
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    for k in 0..20 {
+        call(&db, divide(k), 1).await.unwrap();
+    }
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let (k, divisor) = (i % 20, i64::from(i % 7 != 0));
+            tokio::spawn(
+                call(&db, divide(k), divisor).then(move |r| async move { (k, divisor, r) }),
+            )
+        })
+        .collect();
+    let mut failed = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            (_, 0, result) => {
+                let err = result.unwrap_err();
+                assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+                assert!(err.message().contains("division by zero"), "{err:?}");
+                failed += 1;
+            }
+            (k, _, result) => assert_eq!(int(&result.unwrap()), k as i64 + 100),
+        }
+    }
+    assert_eq!(failed, (0..200).filter(|i| i % 7 == 0).count());
     assert_eq!(advisory_locks(&admin).await, 0);
 }
 

@@ -37,6 +37,11 @@ const ATTEMPTS: usize = 3;
 /// A statement whose recent runs all took less than this may share a batch.
 const QUICK: Duration = Duration::from_millis(5);
 
+/// What a statement that failed counts as having taken: it runs in batches
+/// of its own for a few runs, where its error makes no one else's job run
+/// again ([`super::read`]).
+pub const FAILED: Duration = Duration::from_millis(20);
+
 /// Statement texts whose speed is remembered (then forgotten all at once).
 const REMEMBERED: usize = 4096;
 

@@ -1,23 +1,28 @@
 //! Query's read cycles on one of the broker's own connections
 //! ([`super::wire`]), several callers' at a time ([`super::pipeline`]
-//! hands them out). Each job is one protocol cycle: `BEGIN READ ONLY`, the
-//! statement (at most one row past the cap) and a Sync. The next cycle on
-//! the connection starts with `ROLLBACK` and the release of advisory
-//! locks, and a batch ends with a cycle of only those two. The rollback
+//! hands them out). A batch is one protocol cycle, one write and one Sync:
+//! each job is `BEGIN READ ONLY` and the statement (at most one row past
+//! the cap), and what follows it — the next job, or the batch's end —
+//! starts with `ROLLBACK` and the release of advisory locks. The rollback
 //! undoes whatever the statement changed in the session (`set_config`
 //! included), and the read-only transaction cannot be switched back to
-//! read-write once the statement runs. Because the Sync after each
-//! statement ends PostgreSQL's skipping after an error, and `ROLLBACK` is
-//! what a failed transaction accepts, one caller's error never reaches the
-//! next job on the connection.
+//! read-write once the statement runs. PostgreSQL flushes its answers once
+//! per Sync: one flush and one send for the whole batch.
 //!
-//! The cycles of a batch go out in one write and their answers are read in
-//! order: a batch of n jobs costs PostgreSQL n + 1 cycles (each a flush and
-//! a send), not 2n. A caller that leaves while its statement runs has it
-//! cancelled; a job hit by a cancel meant for another, or whose statement
-//! went stale, is handed back to run again ([`Outcome::Again`]).
+//! After an error PostgreSQL skips the rest of the cycle up to the Sync:
+//! the failed transaction is then ended on its own (`ROLLBACK`, the
+//! release, a Sync) and the jobs it skipped run again at the front of the
+//! batch, so one caller's error never reaches another's answer. Every
+//! statement that fails counts as slow for a while ([`pipeline::FAILED`]):
+//! it runs in batches of its own, where its error skips no one.
+//!
+//! A caller is answered once its transaction has ended, so no caller sees
+//! its answer while its advisory locks are still held. A caller that
+//! leaves while its statement runs has it cancelled; a job hit by a cancel
+//! meant for another, or whose statement went stale, is handed back to run
+//! again ([`Outcome::Again`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use postgres_protocol::message::{backend::Message, frontend};
 use postgres_types::ToSql;
@@ -26,7 +31,7 @@ use tokio::time::Instant;
 use super::{
     Column, DatabaseError, Limits,
     codec::{self, Param},
-    pipeline::{Job, Outcome},
+    pipeline::{self, Job, Outcome},
     rows::{Caps, Collector},
     session::statement_timeout,
     wire::{self, Prepared, ServerError, WireConnection, WireError},
@@ -40,8 +45,8 @@ const BATCH_INPUT_BYTES: usize = 64 * 1024;
 /// Runs `jobs` on `conn` and answers each. Statements the connection has
 /// not prepared are prepared first (one round trip each). Afterwards the
 /// connection is idle, or not reusable (the pool discards it).
-/// How long each job that ran took (from when its answers were awaited) is
-/// added to `timings`, by its speed key.
+/// How long each job that ran took is added to `timings`, by its speed key
+/// (a batch's time shared out over its jobs: their answers come at once).
 pub async fn batch(
     conn: &mut WireConnection,
     jobs: Vec<Job>,
@@ -49,11 +54,11 @@ pub async fn batch(
     timings: &mut Vec<(u64, Duration)>,
 ) {
     let cancel = conn.cancel_on_drop();
-    let mut ready = Vec::with_capacity(jobs.len());
+    let mut ready = VecDeque::with_capacity(jobs.len());
     for job in jobs {
         match prepared(conn, &job.statement.sql).await {
             Ok(prepared) => match check(&prepared, &job) {
-                Ok(()) => ready.push((job, prepared)),
+                Ok(()) => ready.push_back((job, prepared)),
                 Err(e) => job.answer(Outcome::Done(Err(e))),
             },
             Err(e) if conn.is_idle() => job.answer(Outcome::Done(Err(e.into()))),
@@ -64,15 +69,16 @@ pub async fn batch(
             }
         }
     }
-    let mut ready = ready.into_iter().peekable();
     let mut cancelled = false;
-    while ready.peek().is_some() {
+    while !ready.is_empty() {
         let mut sent = Vec::new();
-        while let Some((job, prepared)) =
-            ready.next_if(|_| sent.is_empty() || conn.output.len() < BATCH_INPUT_BYTES)
-        {
+        while let Some((job, prepared)) = ready.pop_front() {
+            if !sent.is_empty() && conn.output.len() >= BATCH_INPUT_BYTES {
+                ready.push_front((job, prepared));
+                break;
+            }
             let start = conn.output.len();
-            match queue_cycle(conn, &job, &prepared, limits, !sent.is_empty()) {
+            match queue_job(conn, &job, &prepared, limits, !sent.is_empty()) {
                 Ok(preamble) => sent.push((job, prepared, preamble)),
                 Err(e) => {
                     conn.output.truncate(start);
@@ -84,46 +90,72 @@ pub async fn batch(
             continue;
         }
         if let Err(e) = queue_end(conn) {
-            return broken(e, sent, ready);
+            return broken(e, sent, ready.into_iter());
         }
         conn.begin_cycle();
         if let Err(e) = conn.flush().await {
-            return broken(e, sent, ready);
+            return broken(e, sent, ready.into_iter());
         }
+        let started = Instant::now();
+        let mut ran = Vec::with_capacity(sent.len());
         let mut sent = sent.into_iter();
-        let mut since = Instant::now();
-        // A job is answered once the next cycle has ended its transaction
-        // (the answers come in the same read): no caller sees its answer
-        // while its advisory locks are still held.
+        // The previous job, answered once this one's preamble has ended its
+        // transaction.
         let mut finished: Option<(Job, Outcome)> = None;
+        let mut ended = false;
         while let Some((mut job, prepared, preamble)) = sent.next() {
             let answered = answers(conn, &mut job, &prepared, preamble, limits, &mut cancelled);
-            let answered = answered.await;
-            if let Some((job, outcome)) = finished.take() {
-                job.answer(outcome);
-            }
-            match answered {
-                Ok(outcome) => {
-                    let now = Instant::now();
-                    timings.push((job.speed_key, now - since));
-                    since = now;
+            match answered.await {
+                Ok(Answer::Ran(outcome)) => {
+                    ran.push(job.speed_key);
+                    if let Some((job, outcome)) = finished.take() {
+                        job.answer(outcome);
+                    }
                     finished = Some((job, outcome));
                 }
+                Ok(Answer::Failed(outcome)) => {
+                    // The rest of the cycle was skipped: end the failed
+                    // transaction, then answer; the skipped jobs go first.
+                    timings.push((job.speed_key, pipeline::FAILED));
+                    let end = release(conn).await;
+                    if let Some((job, outcome)) = finished.take() {
+                        job.answer(outcome);
+                    }
+                    job.answer(outcome);
+                    if let Err(e) = end {
+                        return broken(e, sent.collect(), ready.into_iter());
+                    }
+                    for (job, _, _) in sent.rev() {
+                        match conn.cached(&job.statement.sql) {
+                            _ if job.reply.is_closed() => {}
+                            Some(prepared) => ready.push_front((job, prepared)),
+                            // Its statement went stale: prepared anew on the next try.
+                            None => again(std::iter::once(job)),
+                        }
+                    }
+                    ended = true;
+                    break;
+                }
                 Err(e) => {
+                    if let Some((job, outcome)) = finished.take() {
+                        job.answer(outcome);
+                    }
                     job.answer(Outcome::Done(Err(e.into())));
                     let rest = sent.map(|(job, ..)| job);
-                    return again(rest.chain(ready.map(|(job, _)| job)));
+                    return again(rest.chain(ready.into_iter().map(|(job, _)| job)));
                 }
             }
         }
-        let end = read_end(conn).await;
+        let end = if ended { Ok(()) } else { read_end(conn).await };
         if let Some((job, outcome)) = finished.take() {
             job.answer(outcome);
         }
+        let share = started.elapsed() / ran.len().max(1) as u32;
+        timings.extend(ran.into_iter().map(|key| (key, share)));
         if let Err(e) = end {
             tracing::debug!(error = %e, "a read connection did not end its batch cleanly");
             conn.retire();
-            return again(ready.map(|(job, _)| job));
+            return again(ready.into_iter().map(|(job, _)| job));
         }
     }
     if cancelled {
@@ -166,10 +198,10 @@ fn check(prepared: &Prepared, job: &Job) -> Result<(), DatabaseError> {
     codec::check_params(&prepared.params, &job.statement.params)
 }
 
-/// Queues one job's cycle (after `previous`, first the end of that job's
+/// Queues one job (after `previous`, first the end of that job's
 /// transaction); how many statements come before the caller's (whose rows
 /// are not the caller's).
-fn queue_cycle(
+fn queue_job(
     conn: &mut WireConnection,
     job: &Job,
     prepared: &Prepared,
@@ -195,7 +227,6 @@ fn queue_cycle(
     let fetch = i32::try_from(job.limit).unwrap_or(i32::MAX - 1) + 1;
     let params: Vec<Param<'_>> = job.statement.params.iter().map(Param).collect();
     bind_execute(conn, &prepared.name, &prepared.params, &params, fetch)?;
-    frontend::sync(&mut conn.output);
     Ok(preamble)
 }
 
@@ -206,8 +237,8 @@ fn queue_release(conn: &mut WireConnection) -> Result<(), WireError> {
     bind_execute(conn, wire::UNLOCK, &[], &[], 0)
 }
 
-/// The batch's last cycle: the last job's release, and the Close of
-/// statements evicted from the connection's cache.
+/// The end of a batch: the last job's release, the Close of statements
+/// evicted from the connection's cache, and the Sync.
 fn queue_end(conn: &mut WireConnection) -> Result<(), WireError> {
     queue_release(conn)?;
     conn.close_evicted()?;
@@ -215,8 +246,7 @@ fn queue_end(conn: &mut WireConnection) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Reads the answers of [`queue_end`]'s cycle: the connection must be idle
-/// after it.
+/// Reads the answers of [`queue_end`]: the connection must be idle after it.
 async fn read_end(conn: &mut WireConnection) -> Result<(), WireError> {
     conn.finish_cycle().await?;
     if !conn.is_idle() {
@@ -227,8 +257,26 @@ async fn read_end(conn: &mut WireConnection) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Reads one job's answers up to its Sync: its rows (or error). Fails when
-/// the connection cannot go on.
+/// Ends a transaction that failed, in a cycle of its own.
+async fn release(conn: &mut WireConnection) -> Result<(), WireError> {
+    conn.begin_cycle();
+    queue_end(conn)?;
+    conn.flush().await?;
+    read_end(conn).await
+}
+
+/// How a job's answers ended.
+enum Answer {
+    /// The statement ran to its end (its rows, or the broker's own cap
+    /// error); the cycle goes on with the next job.
+    Ran(Outcome),
+    /// PostgreSQL reported an error and skipped the rest of the cycle up to
+    /// its Sync, which has been read: the transaction is still to be ended.
+    Failed(Outcome),
+}
+
+/// Reads one job's answers: its preamble, then its rows or its error.
+/// Fails when the connection cannot go on.
 async fn answers(
     conn: &mut WireConnection,
     job: &mut Job,
@@ -236,7 +284,7 @@ async fn answers(
     preamble: usize,
     limits: &Limits,
     cancelled: &mut bool,
-) -> Result<Outcome, WireError> {
+) -> Result<Answer, WireError> {
     let caps = Caps {
         rows: job.limit as usize,
         bytes: limits.max_result_bytes,
@@ -244,11 +292,9 @@ async fn answers(
     let mut collector = Collector::new(caps);
     let mut truncated = false;
     let mut failed: Option<DatabaseError> = None;
-    // The first error, and whether it came before the caller's statement.
-    let mut server_error: Option<(ServerError, bool)> = None;
     let mut leaving = false;
     let mut completed = 0;
-    let status = loop {
+    let error = loop {
         let message = tokio::select! {
             biased;
             message = conn.next() => message?,
@@ -265,9 +311,13 @@ async fn answers(
         match message {
             Message::CommandComplete(_)
             | Message::PortalSuspended
-            | Message::EmptyQueryResponse => completed += 1,
-            Message::DataRow(_)
-                if completed != preamble || failed.is_some() || server_error.is_some() => {}
+            | Message::EmptyQueryResponse => {
+                completed += 1;
+                if completed > preamble {
+                    break None;
+                }
+            }
+            Message::DataRow(_) if completed != preamble || failed.is_some() => {}
             Message::DataRow(_) if collector.full() => truncated = true,
             Message::DataRow(row) => {
                 let buffer = row.buffer();
@@ -290,43 +340,54 @@ async fn answers(
                     }
                 }
             }
-            Message::ErrorResponse(e) if server_error.is_none() => {
-                server_error = Some((ServerError::parse(e.fields()), completed < preamble));
+            Message::ErrorResponse(e) => {
+                break Some((ServerError::parse(e.fields()), completed < preamble));
             }
-            Message::ReadyForQuery(ready) => break ready.status(),
+            Message::ReadyForQuery(_) => {
+                return Err(WireError::Broken(
+                    "the database ended a batch before its last statement".into(),
+                ));
+            }
             _ => {}
         }
     };
-    match (status, &server_error) {
-        // Still in the job's transaction, or in the failed one.
-        (b'T', None) | (b'E', Some(_)) => {}
-        _ => {
-            return Err(WireError::Broken(
-                "the database left a read-only transaction in an unexpected state".into(),
-            ));
+    let Some((error, before_statement)) = error else {
+        return Ok(Answer::Ran(Outcome::Done(match failed {
+            Some(error) => Err(error),
+            None => Ok(collector.finish(columns(prepared), truncated)),
+        })));
+    };
+    // PostgreSQL skips what follows up to the Sync.
+    loop {
+        if let Message::ReadyForQuery(_) = conn.next().await? {
+            break;
         }
     }
     if let Some(error) = failed {
-        return Ok(Outcome::Done(Err(error)));
+        // Past the byte cap: the broker's own error, whatever stopped it.
+        return Ok(Answer::Failed(Outcome::Done(Err(error))));
     }
-    Ok(match server_error {
+    let outcome = match error {
         // A cancel sent for another job that reached this one.
-        Some((e, _)) if *cancelled && !leaving && is_user_cancel(&e) => {
+        e if *cancelled && !leaving && is_user_cancel(&e) => {
             Outcome::Again(WireError::Server(e).into())
         }
         // The end of the previous job's transaction or the start of this
-        // one failed: not the caller's doing, and the connection is suspect.
-        Some((e, true)) => return Err(WireError::Server(e)),
-        Some((e, false)) if is_stale_plan(&e) => {
+        // one failed: not the caller's doing; the connection is suspect.
+        e if before_statement => {
+            conn.retire();
+            Outcome::Again(WireError::Server(e).into())
+        }
+        e if is_stale_plan(&e) => {
             // The statement's tables changed since it was prepared here.
             conn.forget(&job.statement.sql);
             Outcome::Again(DatabaseError::Aborted(
                 "the statement's tables changed while it ran; try again".into(),
             ))
         }
-        Some((e, false)) => Outcome::Done(Err(WireError::Server(e).into())),
-        None => Outcome::Done(Ok(collector.finish(columns(prepared), truncated))),
-    })
+        e => Outcome::Done(Err(WireError::Server(e).into())),
+    };
+    Ok(Answer::Failed(outcome))
 }
 
 fn is_stale_plan(e: &ServerError) -> bool {
