@@ -97,28 +97,36 @@ struct Shared {
 #[derive(Default)]
 struct State {
     queued: VecDeque<Job>,
-    /// Quick jobs queued or in a batch.
-    quick: usize,
-    /// Other jobs queued or in a batch: each needs a leader of its own.
-    alone: usize,
+    /// Jobs queued or in a batch.
+    jobs: Counts,
     leaders: usize,
     /// By a hash of the statement text: its slowest recent run, halved at
     /// each run since.
     speeds: HashMap<u64, Duration>,
 }
 
-impl State {
-    fn count(&mut self, quick: bool) -> &mut usize {
+/// Jobs queued or in a batch, by whether they may share one.
+#[derive(Default)]
+struct Counts {
+    quick: usize,
+    /// Each needs a leader of its own.
+    alone: usize,
+}
+
+impl Counts {
+    fn of(&mut self, quick: bool) -> &mut usize {
         if quick {
             &mut self.quick
         } else {
             &mut self.alone
         }
     }
+}
 
+impl State {
     /// Leaders the jobs in progress need.
     fn needed(&self, depth: usize) -> usize {
-        self.alone + self.quick.div_ceil(depth)
+        self.jobs.alone + self.jobs.quick.div_ceil(depth)
     }
 
     fn is_quick(&self, key: u64) -> bool {
@@ -188,7 +196,7 @@ impl Pipeline {
                 speed_key,
                 quick,
             });
-            *state.count(quick) += 1;
+            *state.jobs.of(quick) += 1;
             let needed = state.leaders < state.needed(self.0.depth);
             state.leaders += usize::from(needed);
             needed
@@ -215,16 +223,14 @@ impl Shared {
     fn take(&self) -> Option<Vec<Job>> {
         let mut state = self.lock();
         let state = &mut *state;
-        let (mut quick, mut alone) = (0, 0);
+        let jobs = &mut state.jobs;
         state.queued.retain(|job| {
             let waiting = !job.reply.is_closed();
             if !waiting {
-                *(if job.quick { &mut quick } else { &mut alone }) += 1;
+                *jobs.of(job.quick) -= 1;
             }
             waiting
         });
-        state.quick -= quick;
-        state.alone -= alone;
         let Some(first) = state.queued.pop_front() else {
             state.leaders -= 1;
             return None;
@@ -246,7 +252,7 @@ impl Shared {
     /// A batch ended: its jobs are done, and how long each took is noted.
     fn finished(&self, quick: bool, jobs: usize, timings: &mut Vec<(u64, Duration)>) {
         let mut state = self.lock();
-        *state.count(quick) -= jobs;
+        *state.jobs.of(quick) -= jobs;
         for (key, took) in timings.drain(..) {
             state.record(key, took);
         }
