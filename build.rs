@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Body chunks as `Bytes`: handed through without copies.
         .bytes(".")
+        // Smaller first buffers per call than tonic's 8 KiB (src/codec.rs).
+        .codec_path("crate::codec::BrokerCodec")
         .file_descriptor_set_path(out_dir.join("broker_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {

@@ -132,6 +132,13 @@ impl AuditLog {
         })
     }
 
+    /// Whether records go anywhere: to the file, or to an `audit` log
+    /// target the log filter lets through. When they go nowhere the
+    /// request layer skips gathering them (fingerprints, timestamps).
+    pub fn is_recording(&self) -> bool {
+        self.file.is_some() || tracing::enabled!(target: "audit", tracing::Level::INFO)
+    }
+
     /// Writes one record (failures are logged, never fail the call).
     pub fn write(
         &self,

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod database;
 pub mod dev;

@@ -62,12 +62,16 @@ pub async fn log_requests(
         otel.kind = "server",
     );
     tracing_export::join_caller_trace(&span, request.headers());
-    let facts = CallFacts::default();
-    if let Some(PeerAddr(peer)) = request.extensions().get::<PeerAddr>() {
-        facts.set_peer(peer.to_string());
-    }
-    request.extensions_mut().insert(facts.clone());
-    let audited = method.starts_with("/broker.v1.");
+    // The handlers and layers below fill in the audit record's facts only
+    // when there is a record to write.
+    let facts = (method.starts_with("/broker.v1.") && audit.is_recording()).then(|| {
+        let facts = CallFacts::default();
+        if let Some(PeerAddr(peer)) = request.extensions().get::<PeerAddr>() {
+            facts.set_peer(peer.to_string());
+        }
+        request.extensions_mut().insert(facts.clone());
+        facts
+    });
     metrics().requests_in_flight.inc();
     let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -79,7 +83,7 @@ pub async fn log_requests(
         grpc,
         http_status: response.status().as_u16(),
         span,
-        audit: audited.then_some((audit, facts, request_id)),
+        audit: facts.map(|facts| (audit, facts, request_id)),
         done: false,
     };
     if grpc && let Some(code) = grpc_status(response.headers()) {

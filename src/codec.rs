@@ -1,0 +1,48 @@
+//! The Protobuf codec of the broker.v1 stubs, client and server: prost, with
+//! a small first buffer per call. tonic's default allocates 8 KiB for each
+//! call's request and again for its response; a Query and its answer are
+//! usually a few hundred bytes, and on glibc an allocation that size also
+//! makes the allocator sweep its free lists first. Buffers still grow to
+//! the message (a 1 MiB chunk, a large result set).
+
+use tonic::codec::{BufferSettings, Codec};
+use tonic_prost::ProstCodec;
+
+/// First size of a call's encode and decode buffers.
+const FIRST_BUFFER_BYTES: usize = 512;
+
+/// Encoded messages are handed to HTTP/2 once this much is buffered (tonic's default).
+const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
+
+fn settings() -> BufferSettings {
+    BufferSettings::new(FIRST_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
+}
+
+/// [`ProstCodec`] with [`FIRST_BUFFER_BYTES`]; `build.rs` names it as the
+/// generated stubs' codec.
+pub struct BrokerCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for BrokerCodec<T, U> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> Codec for BrokerCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+    type Decoder = <ProstCodec<T, U> as Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<T, U>::raw_encoder(settings())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<T, U>::raw_decoder(settings())
+    }
+}
