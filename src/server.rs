@@ -18,16 +18,16 @@ use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 
 use crate::{
     audit::AuditLog,
-    auth::{self, Auth, PeerCertificateName},
+    auth::{Auth, PeerCertificateName},
     config::ServeConfig,
     database::Database,
-    grpc::{DatabaseService, ObjectStoreService},
+    grpc::{CallSteps, DatabaseService, ObjectStoreService},
     health::{self, Health},
     object_store::S3Store,
     proto::{database_server::DatabaseServer, object_store_server::ObjectStoreServer},
     resilience::{
         deadline,
-        load_shed::{self, LoadShedder, PeerAddr},
+        load_shed::{LoadShedder, PeerAddr},
     },
     telemetry, web,
 };
@@ -163,29 +163,14 @@ pub fn in_process(backends: &Backends) -> InProcess {
     with_layers(broker_routes(backends), backends)
 }
 
-/// The cross-cutting layers of every gRPC call, outermost first: request
-/// id, log line and metrics; authentication and the method's grant; load
-/// shedding; the client's deadline.
+/// The cross-cutting steps of every gRPC call ([`CallSteps`]).
 fn with_layers(routes: Routes, backends: &Backends) -> Router {
-    routes
-        .prepare()
-        .into_axum_router()
-        .layer(middleware::from_fn_with_state(
-            backends.deadlines,
-            deadline::enforce,
-        ))
-        .layer(middleware::from_fn_with_state(
-            backends.shedder.clone(),
-            load_shed::enforce,
-        ))
-        .layer(middleware::from_fn_with_state(
-            backends.auth.clone(),
-            auth::authenticate,
-        ))
-        .layer(middleware::from_fn_with_state(
-            backends.audit.clone(),
-            telemetry::log_requests,
-        ))
+    routes.prepare().into_axum_router().layer(CallSteps::new(
+        backends.audit.clone(),
+        backends.auth.clone(),
+        backends.shedder.clone(),
+        backends.deadlines,
+    ))
 }
 
 /// See [`in_process`].

@@ -14,7 +14,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use axum::{extract::Request, middleware::Next, response::Response};
+use axum::{extract::Request, response::Response};
 use tonic::Status;
 
 pub use policy::{Access, Grant, Policy};
@@ -231,16 +231,16 @@ impl Auth {
     }
 }
 
-/// Axum middleware (with [`Auth`] as state): authenticates broker.v1 calls
-/// and checks the method against the caller's grant.
-pub async fn authenticate(
-    axum::extract::State(auth): axum::extract::State<Auth>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Authenticates a broker.v1 call and checks the method against the
+/// caller's grant, then runs `next`.
+pub async fn authenticate<F, Fut>(auth: &Auth, mut request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let path = request.uri().path().to_owned();
     if path.starts_with("/grpc.") {
-        return next.run(request).await;
+        return next(request).await;
     }
     let certificate = request
         .extensions()
@@ -280,7 +280,7 @@ pub async fn authenticate(
             .insert(CallerId(caller.agent.to_string()));
     }
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    next(request).await
 }
 
 /// Logs what in a valid policy is probably a mistake.
@@ -294,7 +294,13 @@ fn warn_about(policy: &Policy) {
 mod tests {
     use std::sync::Mutex;
 
-    use axum::{Router, body::Body, middleware, routing::any};
+    use axum::{
+        Router,
+        body::Body,
+        extract::State,
+        middleware::{self, Next},
+        routing::any,
+    };
     use prost::Message;
     use tower::ServiceExt;
 
@@ -358,7 +364,12 @@ mod tests {
                         .unwrap_or_default()
                 }),
             )
-            .layer(middleware::from_fn_with_state(auth, authenticate));
+            .layer(middleware::from_fn_with_state(
+                auth,
+                |State(auth): State<Auth>, request: Request, next: Next| async move {
+                    authenticate(&auth, request, |request| next.run(request)).await
+                },
+            ));
         let mut request = http::Request::builder()
             .uri(path)
             .header("authorization", format!("Bearer {TOKEN}"))

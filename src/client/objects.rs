@@ -6,13 +6,13 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tonic::Streaming;
 
 use super::error::{ClientError, Result};
 use crate::{
-    object_store::CHUNK_SIZE,
+    object_store::{CHUNK_SIZE, Gather},
     proto::{
         self, GetObjectResponse, PutObjectHeader, PutObjectRequest, get_object_response,
         put_object_request,
@@ -78,7 +78,8 @@ impl ObjectReader {
     /// The whole body in memory; fails with `RESOURCE_EXHAUSTED` past
     /// `max_bytes` rather than growing without bound.
     pub async fn bytes(mut self, max_bytes: usize) -> Result<Bytes> {
-        let mut body = BytesMut::new();
+        // A body of one chunk is handed on as it is; several are joined once.
+        let mut body = Gather::default();
         while let Some(chunk) = self.next().await {
             let chunk = chunk?;
             if body.len() + chunk.len() > max_bytes {
@@ -88,9 +89,9 @@ impl ObjectReader {
                 ))
                 .into());
             }
-            body.extend_from_slice(&chunk);
+            body.push(chunk);
         }
-        Ok(body.freeze())
+        Ok(body.take_all())
     }
 
     /// Writes the body to `path` (created or truncated); returns the bytes written.

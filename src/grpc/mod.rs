@@ -5,9 +5,11 @@ mod convert;
 mod database;
 mod object_store;
 mod status;
+mod steps;
 
 pub use database::DatabaseService;
 pub use object_store::ObjectStoreService;
+pub use steps::CallSteps;
 
 /// Fully qualified names of the broker's gRPC services (health check names).
 pub const OBJECT_STORE_SERVICE: &str = "broker.v1.ObjectStore";

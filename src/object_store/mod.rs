@@ -2,6 +2,7 @@
 //! of gRPC. [`S3Store`] implements it over the S3 protocol.
 
 mod error;
+mod gather;
 mod s3;
 mod upload;
 
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 
 pub use error::ObjectStoreError;
+pub(crate) use gather::Gather;
 pub use s3::S3Store;
 
 /// Largest body chunk the store hands out, and the largest a GetObject message carries.

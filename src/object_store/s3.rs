@@ -11,16 +11,16 @@ use aws_sdk_s3::{
     },
     primitives::{ByteStream as SdkByteStream, DateTime as SdkDateTime},
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryFutureExt};
 
-use super::upload::PendingUploads;
 use super::{
     ByteRange, ByteStream, CHUNK_SIZE, DEFAULT_MAX_KEYS, ListRequest, NewObject, ObjectInfo,
     ObjectPage, ObjectReader, ObjectStoreError, PutResult, Result, upload::Upload, validate_bucket,
     validate_key, validate_metadata, validate_prefix,
 };
+use super::{gather::Gather, upload::PendingUploads};
 use crate::{
     config::S3Config,
     resilience::{
@@ -263,7 +263,7 @@ impl S3Store {
         let metadata = Some(metadata).filter(|m| !m.is_empty());
 
         let mut body = std::pin::pin!(body);
-        let mut buffer = BytesMut::new();
+        let mut buffer = Gather::default();
         let mut size: u64 = 0;
         let mut upload: Option<Upload> = None;
         while let Some(chunk) = body.next().await {
@@ -277,9 +277,9 @@ impl S3Store {
                 }
             };
             size += chunk.len() as u64;
-            buffer.extend_from_slice(&chunk);
+            buffer.push(chunk);
             while buffer.len() >= self.part_size {
-                let part = buffer.split_to(self.part_size).freeze();
+                let part = buffer.take(self.part_size);
                 let current = match &mut upload {
                     Some(current) => current,
                     None => upload.insert(
@@ -302,12 +302,12 @@ impl S3Store {
         let etag = match upload {
             Some(mut upload) => {
                 if !buffer.is_empty() {
-                    upload.upload_part(buffer.freeze()).await?;
+                    upload.upload_part(buffer.take_all()).await?;
                 }
                 upload.complete().await?
             }
             None => {
-                let body = buffer.freeze();
+                let body = buffer.take_all();
                 let output = self
                     .guard
                     .call("PutObject", Once, || {
@@ -379,16 +379,16 @@ impl S3Store {
 /// few, large gRPC messages, and never more than two chunks in memory.
 fn rechunk(mut body: SdkByteStream) -> ByteStream {
     Box::pin(async_stream::try_stream! {
-        let mut buffer = BytesMut::new();
+        let mut buffer = Gather::default();
         while let Some(piece) = body.next().await {
             let piece = piece.map_err(|e| ObjectStoreError::Unavailable(format!("reading the body failed: {e}")))?;
-            buffer.extend_from_slice(&piece);
+            buffer.push(piece);
             while buffer.len() >= CHUNK_SIZE {
-                yield buffer.split_to(CHUNK_SIZE).freeze();
+                yield buffer.take(CHUNK_SIZE);
             }
         }
         if !buffer.is_empty() {
-            yield buffer.freeze();
+            yield buffer.take_all();
         }
     })
 }

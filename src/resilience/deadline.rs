@@ -15,12 +15,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    body::Body,
-    extract::{Request, State},
-    middleware::Next,
-    response::Response,
-};
+use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -93,20 +88,24 @@ impl Deadlines {
     }
 }
 
-/// Axum middleware for gRPC routes: enforces each call's deadline.
-pub async fn enforce(State(deadlines): State<Deadlines>, request: Request, next: Next) -> Response {
+/// Runs `next` (a gRPC call) within its deadline.
+pub async fn enforce<F, Fut>(deadlines: Deadlines, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let asked = request
         .headers()
         .get("grpc-timeout")
         .and_then(|v| parse_grpc_timeout(v.to_str().ok()?));
     let shape = Shape::of(request.uri().path());
     let Some(timeout) = deadlines.for_call(request.uri().path(), asked) else {
-        return next.run(request).await;
+        return next(request).await;
     };
     let deadline = Instant::now() + timeout;
     // The same instant for the layer and the code below it: an attempt
     // that runs out of time reports it (to its breaker) before this gives up.
-    match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, next.run(request))).await {
+    match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, next(request))).await {
         Ok(response) if shape.streams_response() && !is_trailers_only(&response) => {
             response.map(|body| {
                 Body::new(DeadlineBody {

@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axum::{extract::Request, middleware::Next, response::Response};
+use axum::{extract::Request, response::Response};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -90,15 +90,15 @@ impl Drop for Admission {
     }
 }
 
-/// Axum middleware (with the shedder as state): admits or refuses the call.
-pub async fn enforce(
-    axum::extract::State(shedder): axum::extract::State<LoadShedder>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Admits the call and runs `next`, or refuses it.
+pub async fn enforce<F, Fut>(shedder: &LoadShedder, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     // Health and reflection must answer even when the broker is saturated.
     if request.uri().path().starts_with("/grpc.") {
-        return next.run(request).await;
+        return next(request).await;
     }
     let caller = match (
         request.extensions().get::<CallerId>(),
@@ -115,7 +115,7 @@ pub async fn enforce(
         .into_http();
     };
     // The slot is held until the response body ends (a GetObject stream).
-    next.run(request).await.map(|body| {
+    next(request).await.map(|body| {
         axum::body::Body::new(body.map_frame(move |frame| {
             let _held = &admission;
             frame

@@ -5,7 +5,7 @@ pub mod metrics;
 mod request_log;
 pub mod tracing_export;
 
-pub use request_log::{REQUEST_ID, log_requests};
+pub use request_log::{REQUEST_ID, log_requests, logged};
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 

@@ -6,6 +6,7 @@
 //! by route (unknown paths as `other`), never by a raw URL path.
 
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll},
     time::Instant,
@@ -35,11 +36,17 @@ use crate::{
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// Axum middleware (with the audit log as state): see the module documentation.
-pub async fn log_requests(
-    State(audit): State<AuditLog>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn log_requests(State(audit): State<AuditLog>, request: Request, next: Next) -> Response {
+    logged(&audit, request, |request| next.run(request)).await
+}
+
+/// Runs `next` with the request logged, counted and audited (see the
+/// module documentation).
+pub async fn logged<F, Fut>(audit: &AuditLog, mut request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let method = request.uri().path().to_owned();
     let grpc = request
@@ -73,7 +80,7 @@ pub async fn log_requests(
         facts
     });
     metrics().requests_in_flight.inc();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = next(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
@@ -83,7 +90,7 @@ pub async fn log_requests(
         grpc,
         http_status: response.status().as_u16(),
         span,
-        audit: facts.map(|facts| (audit, facts, request_id)),
+        audit: facts.map(|facts| (audit.clone(), facts, request_id)),
         done: false,
     };
     if grpc && let Some(code) = grpc_status(response.headers()) {
