@@ -48,32 +48,48 @@ impl Resource {
     }
 }
 
-/// What each broker.v1 method needs. Write means PutObject, DeleteObject,
-/// Execute, Transaction and InitSchema.
-pub fn requirement(path: &str) -> Option<(Resource, Access)> {
+/// Every broker.v1 method and what it needs. Write means PutObject,
+/// DeleteObject, Execute, Transaction and InitSchema.
+const METHODS: [(&str, Resource, Access); 9] = {
     use {Access::*, Resource::*};
-    Some(match path {
-        "/broker.v1.ObjectStore/ListObjects"
-        | "/broker.v1.ObjectStore/HeadObject"
-        | "/broker.v1.ObjectStore/GetObject" => (ObjectStore, Read),
-        "/broker.v1.ObjectStore/PutObject" | "/broker.v1.ObjectStore/DeleteObject" => {
-            (ObjectStore, Write)
-        }
-        "/broker.v1.Database/Query" => (Database, Read),
-        "/broker.v1.Database/Execute"
-        | "/broker.v1.Database/Transaction"
-        | "/broker.v1.Database/InitSchema" => (Database, Write),
-        _ => return Option::None,
-    })
+    [
+        ("/broker.v1.ObjectStore/ListObjects", ObjectStore, Read),
+        ("/broker.v1.ObjectStore/HeadObject", ObjectStore, Read),
+        ("/broker.v1.ObjectStore/GetObject", ObjectStore, Read),
+        ("/broker.v1.ObjectStore/PutObject", ObjectStore, Write),
+        ("/broker.v1.ObjectStore/DeleteObject", ObjectStore, Write),
+        ("/broker.v1.Database/Query", Database, Read),
+        ("/broker.v1.Database/Execute", Database, Write),
+        ("/broker.v1.Database/Transaction", Database, Write),
+        ("/broker.v1.Database/InitSchema", Database, Write),
+    ]
+};
+
+/// What the broker.v1 method at `path` needs; `None` for other paths.
+pub fn requirement(path: &str) -> Option<(Resource, Access)> {
+    METHODS
+        .iter()
+        .find(|(method, ..)| *method == path)
+        .map(|&(_, resource, access)| (resource, access))
+}
+
+/// `path` as a static string when it is a broker.v1 method.
+pub fn method_name(path: &str) -> Option<&'static str> {
+    METHODS
+        .iter()
+        .find(|(method, ..)| *method == path)
+        .map(|&(method, ..)| method)
 }
 
 impl Caller {
     /// Everything allowed (the broker without a policy file).
     pub fn anonymous() -> Self {
-        Self {
+        // One shared value: open mode answers every call with it.
+        static ANONYMOUS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(|| Caller {
             agent: "anonymous".into(),
             grant: Arc::new(Grant::everything()),
-        }
+        });
+        ANONYMOUS.clone()
     }
 
     /// Whether this caller may use `resource` at `access` level.

@@ -150,7 +150,7 @@ impl Guard {
     /// hung backend must open it) and ends the call with DEADLINE_EXCEEDED.
     pub async fn call<T, E, F, Fut>(
         &self,
-        operation: &str,
+        operation: &'static str,
         idempotency: Idempotency,
         mut attempt: F,
     ) -> Result<T, E>

@@ -2,7 +2,10 @@
 //! one place. Recorded by the request layer, the backends and the breakers;
 //! served as Prometheus text on `GET /metrics`.
 
-use std::sync::{LazyLock, Mutex};
+use std::{
+    borrow::Cow,
+    sync::{LazyLock, Mutex},
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -18,19 +21,19 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `/broker.v1.Database/Query`, or an HTTP path.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// gRPC status code as tonic names it (`Ok`, `NotFound`, `Cancelled`
     /// for a stream that ended without a status, ...), or the HTTP status.
-    pub code: String,
+    pub code: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     /// `s3` or `postgresql`.
-    pub backend: String,
-    pub operation: String,
+    pub backend: Cow<'static, str>,
+    pub operation: Cow<'static, str>,
     /// `ok` or `error`.
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,7 +182,13 @@ impl Metrics {
     }
 
     /// Records one backend call.
-    pub fn backend_call(&self, backend: &str, operation: &str, ok: bool, seconds: f64) {
+    pub fn backend_call(
+        &self,
+        backend: &'static str,
+        operation: &'static str,
+        ok: bool,
+        seconds: f64,
+    ) {
         self.backend_duration
             .get_or_create(&BackendLabels {
                 backend: backend.into(),

@@ -6,6 +6,7 @@
 //! by route (unknown paths as `other`), never by a raw URL path.
 
 use std::{
+    borrow::Cow,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
@@ -104,7 +105,7 @@ where
 /// The `method` label of a request: its gRPC method or HTTP route when the
 /// broker serves it, else `other`, so that made-up paths cannot grow the
 /// metric families (or span names) without bound.
-fn route_label(path: &str) -> &str {
+fn route_label(path: &str) -> &'static str {
     const ROUTES: [&str; 8] = [
         "/health",
         "/metrics",
@@ -115,19 +116,20 @@ fn route_label(path: &str) -> &str {
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
     ];
-    if ROUTES.contains(&path) || crate::auth::requirement(path).is_some() {
-        path
-    } else {
-        "other"
-    }
+    crate::auth::method_name(path)
+        .or_else(|| ROUTES.into_iter().find(|route| *route == path))
+        .unwrap_or("other")
 }
 
+/// 32 random hex digits.
 fn new_request_id() -> String {
-    format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    rand::random::<u128>()
+        .to_be_bytes()
+        .iter()
+        .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]])
+        .map(char::from)
+        .collect()
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
@@ -138,6 +140,30 @@ fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
         .parse::<i32>()
         .ok()?;
     Some(tonic::Code::from(code))
+}
+
+/// A gRPC status code as tonic's `Debug` spells it (`Ok`, `NotFound`, ...).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
 }
 
 struct Entry {
@@ -160,10 +186,10 @@ impl Entry {
         }
         self.done = true;
         let seconds = self.started.elapsed().as_secs_f64();
-        let code = match (self.grpc, code) {
-            (true, Some(code)) => format!("{code:?}"),
-            (true, None) => "Cancelled".to_owned(),
-            (false, _) => self.http_status.to_string(),
+        let code: Cow<'static, str> = match (self.grpc, code) {
+            (true, Some(code)) => code_name(code).into(),
+            (true, None) => "Cancelled".into(),
+            (false, _) => self.http_status.to_string().into(),
         };
         let _entered = self.span.enter();
         let duration_ms = seconds * 1000.0;
@@ -176,7 +202,7 @@ impl Entry {
             audit.write(facts, request_id, &self.method, &code, duration_ms);
         }
         let labels = RequestLabels {
-            method: route_label(&self.method).to_owned(),
+            method: route_label(&self.method).into(),
             code,
         };
         metrics().requests.get_or_create(&labels).inc();
@@ -237,7 +263,27 @@ impl Drop for LoggedBody {
 
 #[cfg(test)]
 mod tests {
-    use super::route_label;
+    use super::{code_name, new_request_id, route_label};
+
+    #[test]
+    fn code_labels_are_tonics_names() {
+        for value in 0..=16 {
+            let code = tonic::Code::from(value);
+            assert_eq!(code_name(code), format!("{code:?}"));
+        }
+    }
+
+    #[test]
+    fn new_request_ids_are_32_hex_digits_and_differ() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn unknown_paths_share_one_label() {
