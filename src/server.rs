@@ -198,6 +198,7 @@ async fn run(
         .http2()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .max_concurrent_streams(1024);
     let tls = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
@@ -261,6 +262,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 flow-control windows the broker grants each client.
 const STREAM_WINDOW_BYTES: u32 = 1024 * 1024 + 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// Largest HTTP/2 frame the broker accepts: a client may send a PutObject
+/// chunk as one DATA frame instead of 64 of 16 KiB (one read each).
+const MAX_FRAME_BYTES: u32 = 1024 * 1024 + 1024;
 
 type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
 

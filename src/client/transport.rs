@@ -34,6 +34,9 @@ use crate::server::InProcess;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Largest HTTP/2 frame the client accepts (a GetObject chunk and its framing).
+const MAX_FRAME_BYTES: u32 = 1024 * 1024 + 1024;
+
 /// How long an address whose connection failed is skipped.
 const SET_ASIDE: Duration = Duration::from_secs(2);
 
@@ -326,6 +329,9 @@ impl EndpointTemplate {
             .origin(target.uri.clone())
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
+            // The broker may send a whole 1 MiB chunk as one DATA frame
+            // instead of 64 frames of 16 KiB (one write each).
+            .max_frame_size(MAX_FRAME_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
