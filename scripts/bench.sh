@@ -2,7 +2,7 @@
 # Runs the benchmark on the `dist` build (release + fat LTO, as the image
 # ships; ~15 minutes to build the first time), installing PgBouncer first (the peer
 # reference for SQL) when it can. Extra arguments go to `broker bench`.
-#   bash scripts/bench.sh                      # full run, about 7 minutes
+#   bash scripts/bench.sh                      # full run, about 3 minutes
 #   bash scripts/bench.sh --duration 1s --concurrency 16
 set -euo pipefail
 cd "$(dirname "$0")/.."
