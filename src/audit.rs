@@ -250,6 +250,28 @@ pub fn verify(path: &Path) -> anyhow::Result<usize> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn records_are_gathered_only_when_they_go_somewhere() {
+        use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt};
+        let to_log = |filter: &str| {
+            let subscriber = tracing_subscriber::registry()
+                .with(EnvFilter::new(filter))
+                .with(fmt::layer().with_writer(std::io::sink));
+            tracing::subscriber::with_default(subscriber, || AuditLog::default().is_recording())
+        };
+        assert!(to_log("info"), "the audit log target is on");
+        assert!(!to_log("error"), "filtered out and no file: nowhere");
+        assert!(!to_log("info,audit=off"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = AuditLog::open(&dir.path().join("audit.log"), false).unwrap();
+        let filtered = tracing_subscriber::registry().with(EnvFilter::new("error"));
+        assert!(
+            tracing::subscriber::with_default(filtered, || file.is_recording()),
+            "a file takes every record whatever the log filter"
+        );
+    }
+
     fn write_three(path: &Path) {
         let log = AuditLog::open(path, true).unwrap();
         for key in ["a", "b", "c"] {
