@@ -193,7 +193,8 @@ async fn run(
     // it, which bounds what a client can make it buffer. (The adaptive
     // window estimates the bandwidth-delay product, which on a short path
     // stays near 64 KiB and turns a 1 MiB upload into a dozen window-update
-    // round trips.)
+    // round trips.) A frame is read whole before it is parsed, so the
+    // frame size adds at most 1 MiB per connection to that bound.
     builder
         .http2()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
