@@ -263,9 +263,11 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 flow-control windows the broker grants each client.
 const STREAM_WINDOW_BYTES: u32 = 1024 * 1024 + 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-/// Largest HTTP/2 frame the broker accepts: a client may send a PutObject
-/// chunk as one DATA frame instead of 64 of 16 KiB (one read each).
-const MAX_FRAME_BYTES: u32 = 1024 * 1024 + 1024;
+/// Largest HTTP/2 frame either end accepts (the broker here, the client
+/// library in its endpoints): a body chunk and its framing, so that a
+/// PutObject or GetObject chunk travels as one DATA frame instead of 64 of
+/// 16 KiB (one read or write each).
+pub const MAX_FRAME_BYTES: u32 = (crate::object_store::CHUNK_SIZE + 1024) as u32;
 
 type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -65,20 +65,19 @@ const METHODS: [(&str, Resource, Access); 9] = {
     ]
 };
 
+/// The entry of [`METHODS`] for `path`.
+fn method(path: &str) -> Option<(&'static str, Resource, Access)> {
+    METHODS.into_iter().find(|(method, ..)| *method == path)
+}
+
 /// What the broker.v1 method at `path` needs; `None` for other paths.
 pub fn requirement(path: &str) -> Option<(Resource, Access)> {
-    METHODS
-        .iter()
-        .find(|(method, ..)| *method == path)
-        .map(|&(_, resource, access)| (resource, access))
+    method(path).map(|(_, resource, access)| (resource, access))
 }
 
 /// `path` as a static string when it is a broker.v1 method.
 pub fn method_name(path: &str) -> Option<&'static str> {
-    METHODS
-        .iter()
-        .find(|(method, ..)| *method == path)
-        .map(|&(method, ..)| method)
+    method(path).map(|(name, ..)| name)
 }
 
 impl Caller {

@@ -30,12 +30,9 @@ use super::{
     error::{ClientError, Result},
     options::ClientOptions,
 };
-use crate::server::InProcess;
+use crate::server::{InProcess, MAX_FRAME_BYTES};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Largest HTTP/2 frame the client accepts (a GetObject chunk and its framing).
-const MAX_FRAME_BYTES: u32 = 1024 * 1024 + 1024;
 
 /// How long an address whose connection failed is skipped.
 const SET_ASIDE: Duration = Duration::from_secs(2);
