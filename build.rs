@@ -13,12 +13,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/broker/v1/object_store.proto",
         "proto/broker/v1/database.proto",
     ];
+    // Messages and clients...
     tonic_prost_build::configure()
         // Body chunks as `Bytes`: handed through without copies.
         .bytes(".")
         // Smaller first buffers per call than tonic's 8 KiB (src/codec.rs).
         .codec_path("crate::codec::BrokerCodec")
+        .build_server(false)
         .file_descriptor_set_path(out_dir.join("broker_descriptor.bin"))
+        .compile_protos(&protos, &["proto"])?;
+    // ...and servers, over the same messages except the answer to Query,
+    // which the broker writes straight from PostgreSQL's cells
+    // (src/grpc/rows.rs; the same bytes on the wire).
+    let servers = out_dir.join("servers");
+    std::fs::create_dir_all(&servers)?;
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::BrokerCodec")
+        .build_client(false)
+        .extern_path(".broker.v1", "crate::proto")
+        .extern_path(
+            ".broker.v1.QueryResponse",
+            "crate::grpc::rows::QueryResponse",
+        )
+        .out_dir(&servers)
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -4,6 +4,9 @@
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
 tonic::include_proto!("broker.v1");
+// The servers (build.rs generates them apart: their Query answers are
+// `crate::grpc::rows::QueryResponse`).
+include!(concat!(env!("OUT_DIR"), "/servers/broker.v1.rs"));
 
 /// The encoded file descriptor set, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("broker_descriptor");

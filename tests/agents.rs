@@ -222,7 +222,7 @@ async fn document(client: &BrokerClient, key: &str) -> Option<Value> {
         )
         .await
         .unwrap();
-    rows.first().map(resource_broker::client::Row::to_json)
+    rows.first().map(|row| row.to_json().unwrap())
 }
 
 /// `(agent_name, status)` of the document's processing_logs, in order.

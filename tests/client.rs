@@ -227,7 +227,7 @@ async fn sql_round_trips(client: &BrokerClient, table: &str) {
     );
     assert_eq!(row.get::<chrono::DateTime<chrono::Utc>>("at").unwrap(), at);
     assert_eq!(row.get::<Option<String>>("nothing").unwrap(), None);
-    assert_eq!(row.to_json()["name"], "invoice");
+    assert_eq!(row.to_json().unwrap()["name"], "invoice");
 
     let results = client
         .transaction(&[

@@ -372,7 +372,11 @@ async fn every_tool_and_resource_matches_the_grpc_api() {
         )
         .await
         .unwrap();
-    let grpc_rows: Vec<Value> = via_grpc.rows.iter().map(|row| row.to_json()).collect();
+    let grpc_rows: Vec<Value> = via_grpc
+        .rows
+        .iter()
+        .map(|row| row.to_json().unwrap())
+        .collect();
     assert_eq!(rows["rows"], json!(grpc_rows), "the same values");
     assert_eq!(rows["count"], 1);
     assert_eq!(rows["truncated"], false);

@@ -491,7 +491,7 @@ impl Orchestrator {
             .ok_or_else(|| RpcError::invalid_params(format!("no task {task:?}")))?;
         let status: String = row.get("status")?;
         let details: Value = row.get("details")?;
-        let mut reply = json!({"task_id": task, "status": status, "s3_key": details["s3_key"], "updated_at": row.to_json()["timestamp"]});
+        let mut reply = json!({"task_id": task, "status": status, "s3_key": details["s3_key"], "updated_at": row.to_json()?["timestamp"]});
         for field in [
             "error",
             "document_id",
@@ -514,7 +514,10 @@ impl Orchestrator {
                 &[],
             )
             .await?;
-        let documents: Vec<Value> = rows.iter().map(crate::client::Row::to_json).collect();
+        let documents = rows
+            .iter()
+            .map(crate::client::Row::to_json)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(json!({"count": documents.len(), "documents": documents}))
     }
 }

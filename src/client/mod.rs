@@ -22,6 +22,7 @@
 mod error;
 mod objects;
 mod options;
+mod rows;
 mod transport;
 mod values;
 
@@ -38,7 +39,8 @@ use tonic::{
 pub use error::{ClientError, Result};
 pub use objects::{ObjectReader, Progress, PutOptions};
 pub use options::ClientOptions;
-pub use values::{FromValue, Row, Rows, json, null, numeric};
+pub use rows::{Row, Rows};
+pub use values::{FromValue, json, null, numeric};
 
 pub use crate::proto::{ObjectInfo, PutObjectResponse as PutResult, Value};
 use crate::{
@@ -108,6 +110,8 @@ type Stub = InterceptedService<Transport, BearerToken>;
 pub struct BrokerClient {
     store: ObjectStoreClient<Stub>,
     db: DatabaseClient<Stub>,
+    /// Query's own stub: its answer's rows stay encoded until read.
+    query: tonic::client::Grpc<Stub>,
     transport: Transport,
     mode: Mode,
     bucket: String,
@@ -177,7 +181,8 @@ impl BrokerClient {
         Ok(Self {
             store: ObjectStoreClient::new(stub.clone())
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
-            db: DatabaseClient::new(stub).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            db: DatabaseClient::new(stub.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            query: tonic::client::Grpc::new(stub).max_decoding_message_size(MAX_RESPONSE_BYTES),
             transport,
             mode,
             bucket: String::new(),
@@ -460,14 +465,29 @@ impl BrokerClient {
             params: params.to_vec(),
             max_rows,
         };
-        let response = self
-            .unary(true, request, |mut c, r| async move { c.db.query(r).await })
+        let answer = self
+            .unary(true, request, |c, r| async move { c.call_query(r).await })
             .await?;
-        Ok(Rows::new(
-            response.columns,
-            response.rows,
-            response.truncated,
-        ))
+        Ok(Rows::from(answer))
+    }
+
+    /// `broker.v1.Database/Query` as the generated stub calls it, answered
+    /// as a [`rows::QueryAnswer`].
+    async fn call_query(
+        mut self,
+        request: Request<QueryRequest>,
+    ) -> Result<tonic::Response<rows::QueryAnswer>, Status> {
+        // As the generated stubs say it.
+        let not_ready = |e| Status::unknown(format!("Service was not ready: {e}"));
+        self.query.ready().await.map_err(not_ready)?;
+        let mut request = request;
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("broker.v1.Database", "Query"));
+        let path = http::uri::PathAndQuery::from_static("/broker.v1.Database/Query");
+        self.query
+            .unary(request, path, crate::codec::BrokerCodec::default())
+            .await
     }
 
     /// One write statement; RETURNING rows come back in `rows`.

@@ -1,17 +1,13 @@
-//! Rust values in, typed rows out.
+//! Rust values in, typed values out.
 //!
 //! Parameters are [`proto::Value`]s; `From` covers the usual Rust types, so a
 //! call reads `client.query(sql, &[s3_key.into(), 10.into()])`. Use
-//! [`json`] for json/jsonb and [`numeric`] for exact decimals. Results are
-//! [`Rows`]: columns by name, and [`Row::get`] decodes a cell into the type
-//! asked for, with an error that names the column when it cannot.
-
-use std::collections::HashMap;
+//! [`json`] for json/jsonb and [`numeric`] for exact decimals. A result
+//! cell becomes the type asked for through [`FromValue`].
 
 use chrono::{DateTime, Utc};
 use prost_types::{NullValue, Timestamp};
 
-use super::error::{ClientError, Result};
 use crate::proto::{self, value::Kind};
 
 /// SQL NULL.
@@ -67,101 +63,6 @@ from! {
 impl<T: Into<proto::Value>> From<Option<T>> for proto::Value {
     fn from(v: Option<T>) -> Self {
         v.map_or_else(null, Into::into)
-    }
-}
-
-/// The rows of a Query (or of an Execute with RETURNING).
-#[derive(Debug, Clone, Default)]
-pub struct Rows {
-    pub columns: Vec<proto::Column>,
-    pub rows: Vec<Row>,
-    /// More rows matched than `max_rows` allowed.
-    pub truncated: bool,
-}
-
-/// One row; cells are read by column name with [`Row::get`].
-#[derive(Debug, Clone)]
-pub struct Row {
-    columns: std::sync::Arc<HashMap<String, usize>>,
-    values: Vec<proto::Value>,
-}
-
-impl Rows {
-    pub(crate) fn new(columns: Vec<proto::Column>, rows: Vec<proto::Row>, truncated: bool) -> Self {
-        let index = std::sync::Arc::new(
-            columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name.clone(), i))
-                .collect::<HashMap<_, _>>(),
-        );
-        let rows = rows
-            .into_iter()
-            .map(|row| Row {
-                columns: index.clone(),
-                values: row.values,
-            })
-            .collect();
-        Self {
-            columns,
-            rows,
-            truncated,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Row> {
-        self.rows.iter()
-    }
-
-    /// The first row, if any.
-    pub fn first(&self) -> Option<&Row> {
-        self.rows.first()
-    }
-}
-
-impl IntoIterator for Rows {
-    type Item = Row;
-    type IntoIter = std::vec::IntoIter<Row>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.rows.into_iter()
-    }
-}
-
-impl Row {
-    /// The cell of `column` as `T`; `Option<T>` for nullable columns.
-    pub fn get<T: FromValue>(&self, column: &str) -> Result<T> {
-        let index = *self
-            .columns
-            .get(column)
-            .ok_or_else(|| ClientError::Decode(format!("the result has no column {column:?}")))?;
-        T::from_value(&self.values[index])
-            .map_err(|expected| ClientError::Decode(format!("column {column:?}: {expected}")))
-    }
-
-    /// The raw typed values, in column order.
-    pub fn values(&self) -> &[proto::Value] {
-        &self.values
-    }
-
-    /// The row as a JSON object (timestamps as RFC 3339, numerics as text,
-    /// json as JSON, bytes as base64).
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut names: Vec<(&String, &usize)> = self.columns.iter().collect();
-        names.sort_by_key(|(_, i)| **i);
-        serde_json::Value::Object(
-            names
-                .into_iter()
-                .map(|(name, i)| (name.clone(), to_json(&self.values[*i])))
-                .collect(),
-        )
     }
 }
 
@@ -302,41 +203,6 @@ impl FromValue for serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rows() -> Rows {
-        let column = |name: &str| proto::Column {
-            name: name.into(),
-            r#type: "int8".into(),
-        };
-        Rows::new(
-            vec![column("id"), column("note"), column("at")],
-            vec![proto::Row {
-                values: vec![7i64.into(), null(), Utc::now().into()],
-            }],
-            false,
-        )
-    }
-
-    #[test]
-    fn cells_decode_by_name_and_type() {
-        let rows = rows();
-        let row = rows.first().unwrap();
-        assert_eq!(row.get::<i64>("id").unwrap(), 7);
-        assert_eq!(row.get::<Option<String>>("note").unwrap(), None);
-        assert!(row.get::<DateTime<Utc>>("at").is_ok());
-    }
-
-    #[test]
-    fn decode_errors_name_the_column() {
-        let rows = rows();
-        let row = rows.first().unwrap();
-        let err = row.get::<String>("id").unwrap_err().to_string();
-        assert_eq!(err, "column \"id\": expected text, found an integer");
-        let err = row.get::<i64>("nope").unwrap_err().to_string();
-        assert!(err.contains("no column \"nope\""), "{err}");
-        let err = row.get::<String>("note").unwrap_err().to_string();
-        assert!(err.contains("found NULL"), "{err}");
-    }
 
     #[test]
     fn options_become_null() {

@@ -1,9 +1,10 @@
 //! PostgreSQL wire values <-> [`Value`]: parameters go out in text form (so
 //! PostgreSQL itself converts them to the statement's types and reports
 //! mismatches), bytea in binary; results come back in binary and are decoded
-//! here per the type mapping in DESIGN.md.
+//! here per the type mapping in DESIGN.md, into [`Cell`]s that borrow text
+//! and bytes from the row.
 
-use std::{error::Error, fmt::Write as _};
+use std::{borrow::Cow, error::Error, fmt::Write as _};
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveTime};
@@ -11,7 +12,7 @@ use postgres_protocol::types as wire;
 use postgres_types::{Format, FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use serde_json::Value as Json;
 
-use super::{DatabaseError, Value};
+use super::{Cell, DatabaseError, Value};
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
@@ -133,9 +134,9 @@ impl<'a> FromSql<'a> for Raw<'a> {
 }
 
 /// Decodes one binary result cell of type `ty`.
-pub fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, DatabaseError> {
+pub fn decode<'a>(ty: &Type, raw: Option<&'a [u8]>) -> Result<Cell<'a>, DatabaseError> {
     let Some(raw) = raw else {
-        return Ok(Value::Null);
+        return Ok(Cell::Null);
     };
     decode_binary(ty, raw).map_err(|e| {
         DatabaseError::InvalidArgument(format!(
@@ -145,41 +146,42 @@ pub fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, DatabaseError> {
     })
 }
 
-fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
+fn decode_binary<'a>(ty: &Type, raw: &'a [u8]) -> Result<Cell<'a>, BoxError> {
+    let text = |s: String| Cell::Text(Cow::Owned(s));
     Ok(match *ty {
-        Type::BOOL => Value::Bool(wire::bool_from_sql(raw)?),
-        Type::INT2 => Value::Int(wire::int2_from_sql(raw)?.into()),
-        Type::INT4 => Value::Int(wire::int4_from_sql(raw)?.into()),
-        Type::INT8 => Value::Int(wire::int8_from_sql(raw)?),
-        Type::OID => Value::Int(wire::oid_from_sql(raw)?.into()),
-        Type::FLOAT4 => Value::Double(wire::float4_from_sql(raw)?.into()),
-        Type::FLOAT8 => Value::Double(wire::float8_from_sql(raw)?),
-        Type::NUMERIC => Value::Numeric(numeric_text(raw)?),
+        Type::BOOL => Cell::Bool(wire::bool_from_sql(raw)?),
+        Type::INT2 => Cell::Int(wire::int2_from_sql(raw)?.into()),
+        Type::INT4 => Cell::Int(wire::int4_from_sql(raw)?.into()),
+        Type::INT8 => Cell::Int(wire::int8_from_sql(raw)?),
+        Type::OID => Cell::Int(wire::oid_from_sql(raw)?.into()),
+        Type::FLOAT4 => Cell::Double(wire::float4_from_sql(raw)?.into()),
+        Type::FLOAT8 => Cell::Double(wire::float8_from_sql(raw)?),
+        Type::NUMERIC => Cell::Numeric(numeric_text(raw)?),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::XML => {
-            Value::Text(wire::text_from_sql(raw)?.to_owned())
+            Cell::Text(Cow::Borrowed(wire::text_from_sql(raw)?))
         }
-        Type::CHAR => Value::Text(char::from(wire::char_from_sql(raw)? as u8).to_string()),
-        Type::BYTEA => Value::Bytes(bytes::Bytes::copy_from_slice(wire::bytea_from_sql(raw))),
+        Type::CHAR => text(char::from(wire::char_from_sql(raw)? as u8).to_string()),
+        Type::BYTEA => Cell::Bytes(wire::bytea_from_sql(raw)),
         Type::TIMESTAMPTZ | Type::TIMESTAMP => match wire::timestamp_from_sql(raw)? {
-            i64::MAX => Value::Text("infinity".into()),
-            i64::MIN => Value::Text("-infinity".into()),
-            micros => Value::Timestamp(
+            i64::MAX => Cell::Text(Cow::Borrowed("infinity")),
+            i64::MIN => Cell::Text(Cow::Borrowed("-infinity")),
+            micros => Cell::Timestamp(
                 DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_MICROS))
                     .ok_or("timestamp out of range")?,
             ),
         },
-        Type::DATE => Value::Text(date_text(wire::date_from_sql(raw)?)?),
-        Type::TIME => Value::Text(time_text(wire::time_from_sql(raw)?)?),
-        Type::TIMETZ => Value::Text(timetz_text(raw)?),
-        Type::INTERVAL => Value::Text(interval_text(raw)?),
-        Type::UUID => Value::Text(uuid_text(wire::uuid_from_sql(raw)?)),
-        Type::INET | Type::CIDR => Value::Text(inet_text(ty, raw)?),
-        Type::JSON => Value::Json(std::str::from_utf8(raw)?.to_owned()),
-        Type::JSONB => Value::Json(jsonb_text(raw)?.to_owned()),
+        Type::DATE => text(date_text(wire::date_from_sql(raw)?)?),
+        Type::TIME => text(time_text(wire::time_from_sql(raw)?)?),
+        Type::TIMETZ => text(timetz_text(raw)?),
+        Type::INTERVAL => text(interval_text(raw)?),
+        Type::UUID => text(uuid_text(wire::uuid_from_sql(raw)?)),
+        Type::INET | Type::CIDR => text(inet_text(ty, raw)?),
+        Type::JSON => Cell::Json(Cow::Borrowed(std::str::from_utf8(raw)?)),
+        Type::JSONB => Cell::Json(Cow::Borrowed(jsonb_text(raw)?)),
         _ => match ty.kind() {
-            Kind::Array(element) => Value::Json(array_json(element, raw)?.to_string()),
+            Kind::Array(element) => Cell::Json(Cow::Owned(array_json(element, raw)?.to_string())),
             Kind::Domain(inner) => decode_binary(inner, raw)?,
-            Kind::Enum(_) => Value::Text(std::str::from_utf8(raw)?.to_owned()),
+            Kind::Enum(_) => Cell::Text(Cow::Borrowed(std::str::from_utf8(raw)?)),
             _ => return Err(format!("the broker has no mapping for {}", ty.name()).into()),
         },
     })
@@ -205,7 +207,7 @@ fn array_json(element: &Type, raw: &[u8]) -> Result<Json, BoxError> {
     while let Some(cell) = cells.next()? {
         let value = match cell {
             None => Value::Null,
-            Some(cell) => decode_binary(element, cell)?,
+            Some(cell) => decode_binary(element, cell)?.into_value(),
         };
         values.push(value.to_json());
     }

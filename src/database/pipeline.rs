@@ -10,10 +10,14 @@
 //! cost per call goes.
 //!
 //! Only statements known to be quick share a batch: a statement whose text
-//! has not run before, or whose recent runs took longer than
-//! [`QUICK`], runs in a batch of its own, so a slow report never holds up
-//! the point lookups queued with it (and two slow statements run side by
-//! side, on two connections).
+//! has not run before, whose recent runs took longer than [`QUICK`], or
+//! whose last answer was [`LARGE`] or more, runs in a batch of its own, so a
+//! slow report never holds up the point lookups queued with it, and two
+//! slow statements run side by side, on two connections. A large answer
+//! costs PostgreSQL and the broker work in proportion to its rows, far more
+//! than the cycle a batch saves: batched, the statements would take turns
+//! on one PostgreSQL process while other cores wait (100-row queries at 16
+//! callers: about a seventh more calls per second run apart).
 //!
 //! A job runs in the leader's task, not the caller's: a caller that leaves
 //! (its deadline, its client gone) has its statement cancelled without
@@ -36,6 +40,10 @@ const ATTEMPTS: usize = 3;
 
 /// A statement whose recent runs all took less than this may share a batch.
 const QUICK: Duration = Duration::from_millis(5);
+
+/// A statement whose last answer held this many bytes of cells or more
+/// runs in a batch of its own.
+const LARGE: usize = 4 * 1024;
 
 /// What a statement that failed counts as having taken: it runs in batches
 /// of its own for a few runs, where its error makes no one else's job run
@@ -100,9 +108,25 @@ struct State {
     /// Jobs queued or in a batch.
     jobs: Counts,
     leaders: usize,
-    /// By a hash of the statement text: its slowest recent run, halved at
-    /// each run since.
-    speeds: HashMap<u64, Duration>,
+    /// By a hash of the statement text: how its recent runs went.
+    speeds: HashMap<u64, Speed>,
+}
+
+/// One run of a job, as [`read::batch`] reports it.
+pub struct Run {
+    /// The statement's speed key.
+    pub key: u64,
+    pub took: Duration,
+    /// The size of its answer's cells.
+    pub bytes: usize,
+}
+
+/// What is remembered of a statement's runs.
+struct Speed {
+    /// Its slowest recent run, halved at each run since.
+    slowest: Duration,
+    /// Its last answer's size.
+    bytes: usize,
 }
 
 /// Jobs queued or in a batch, by whether they may share one.
@@ -132,18 +156,23 @@ impl State {
     fn is_quick(&self, key: u64) -> bool {
         self.speeds
             .get(&key)
-            .is_some_and(|slowest| *slowest < QUICK)
+            .is_some_and(|speed| speed.slowest < QUICK && speed.bytes < LARGE)
     }
 
-    fn record(&mut self, key: u64, took: Duration) {
-        if let Some(slowest) = self.speeds.get_mut(&key) {
-            *slowest = took.max(*slowest / 2);
+    fn record(&mut self, run: Run) {
+        if let Some(speed) = self.speeds.get_mut(&run.key) {
+            speed.slowest = run.took.max(speed.slowest / 2);
+            speed.bytes = run.bytes;
             return;
         }
         if self.speeds.len() >= REMEMBERED {
             self.speeds.clear();
         }
-        self.speeds.insert(key, took);
+        let speed = Speed {
+            slowest: run.took,
+            bytes: run.bytes,
+        };
+        self.speeds.insert(run.key, speed);
     }
 }
 
@@ -249,12 +278,12 @@ impl Shared {
         Some(jobs)
     }
 
-    /// A batch ended: its jobs are done, and how long each took is noted.
-    fn finished(&self, quick: bool, jobs: usize, timings: &mut Vec<(u64, Duration)>) {
+    /// A batch ended: its jobs are done, and how each ran is noted.
+    fn finished(&self, quick: bool, jobs: usize, runs: &mut Vec<Run>) {
         let mut state = self.lock();
         *state.jobs.of(quick) -= jobs;
-        for (key, took) in timings.drain(..) {
-            state.record(key, took);
+        for run in runs.drain(..) {
+            state.record(run);
         }
     }
 }
@@ -263,7 +292,7 @@ impl Shared {
 async fn lead(shared: Arc<Shared>) {
     let mut held = None;
     let mut since = Instant::now();
-    let mut timings = Vec::new();
+    let mut runs = Vec::new();
     loop {
         let conn = match &mut held {
             Some(conn) => conn,
@@ -279,17 +308,55 @@ async fn lead(shared: Arc<Shared>) {
                     for job in jobs {
                         job.answer(Outcome::Done(Err(e.clone())));
                     }
-                    shared.finished(quick, count, &mut timings);
+                    shared.finished(quick, count, &mut runs);
                     continue;
                 }
             },
         };
         let Some(jobs) = shared.take() else { return };
         let (quick, count) = (jobs[0].quick, jobs.len());
-        read::batch(conn, jobs, &shared.limits, &mut timings).await;
-        shared.finished(quick, count, &mut timings);
+        read::batch(conn, jobs, &shared.limits, &mut runs).await;
+        shared.finished(quick, count, &mut runs);
         if !conn.reusable() || since.elapsed() > HOLD {
             held = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(key: u64, took: Duration, bytes: usize) -> Run {
+        Run { key, took, bytes }
+    }
+
+    #[test]
+    fn statements_share_batches_only_while_quick_with_small_answers() {
+        let fast = Duration::from_micros(100);
+        let mut state = State::default();
+        assert!(!state.is_quick(1), "a statement not seen before runs alone");
+        state.record(run(1, fast, 100));
+        assert!(state.is_quick(1));
+        state.record(run(1, fast, LARGE));
+        assert!(!state.is_quick(1), "a large answer runs alone");
+        state.record(run(1, fast, LARGE - 1));
+        assert!(state.is_quick(1), "the last answer's size decides");
+
+        state.record(run(2, QUICK * 2, 0));
+        assert!(!state.is_quick(2), "a slow run runs alone");
+        state.record(run(2, fast, 0));
+        assert!(!state.is_quick(2), "the slowest run is halved per run");
+        state.record(run(2, fast, 0));
+        assert!(state.is_quick(2));
+    }
+
+    #[test]
+    fn quick_jobs_need_a_leader_per_depth_and_others_one_each() {
+        let mut state = State::default();
+        state.jobs.quick = 17;
+        state.jobs.alone = 2;
+        assert_eq!(state.needed(8), 2 + 3);
+        assert_eq!(state.needed(1), 2 + 17);
     }
 }

@@ -22,17 +22,17 @@
 //! meant for another, or whose statement went stale, is handed back to run
 //! again ([`Outcome::Again`]).
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc};
 
 use postgres_protocol::message::{backend::Message, frontend};
 use postgres_types::ToSql;
 use tokio::time::Instant;
 
 use super::{
-    Column, DatabaseError, Limits,
+    DatabaseError, Limits,
     codec::{self, Param},
-    pipeline::{self, Job, Outcome},
-    rows::{Caps, Collector},
+    pipeline::{self, Job, Outcome, Run},
+    rows::{Caps, Collector, RowError},
     session::statement_timeout,
     wire::{self, Prepared, ServerError, WireConnection, WireError},
 };
@@ -45,13 +45,14 @@ const BATCH_INPUT_BYTES: usize = 64 * 1024;
 /// Runs `jobs` on `conn` and answers each. Statements the connection has
 /// not prepared are prepared first (one round trip each). Afterwards the
 /// connection is idle, or not reusable (the pool discards it).
-/// How long each job that ran took is added to `timings`, by its speed key
-/// (a batch's time shared out over its jobs: their answers come at once).
+/// Each job that ran is added to `runs`: how long it took (a batch's time
+/// shared out over its jobs: their answers come at once) and how large its
+/// answer was.
 pub async fn batch(
     conn: &mut WireConnection,
     jobs: Vec<Job>,
     limits: &Limits,
-    timings: &mut Vec<(u64, Duration)>,
+    runs: &mut Vec<Run>,
 ) {
     let cancel = conn.cancel_on_drop();
     let mut ready = VecDeque::with_capacity(jobs.len());
@@ -107,7 +108,11 @@ pub async fn batch(
             let answered = answers(conn, &mut job, &prepared, preamble, limits, &mut cancelled);
             match answered.await {
                 Ok(Answer::Ran(outcome)) => {
-                    ran.push(job.speed_key);
+                    let bytes = match &outcome {
+                        Outcome::Done(Ok(rows)) => rows.raw_len(),
+                        _ => 0,
+                    };
+                    ran.push((job.speed_key, bytes));
                     if let Some((job, outcome)) = finished.take() {
                         job.answer(outcome);
                     }
@@ -116,7 +121,11 @@ pub async fn batch(
                 Ok(Answer::Failed(outcome)) => {
                     // The rest of the cycle was skipped: end the failed
                     // transaction, then answer; the skipped jobs go first.
-                    timings.push((job.speed_key, pipeline::FAILED));
+                    runs.push(Run {
+                        key: job.speed_key,
+                        took: pipeline::FAILED,
+                        bytes: 0,
+                    });
                     let end = release(conn).await;
                     if let Some((job, outcome)) = finished.take() {
                         job.answer(outcome);
@@ -151,7 +160,11 @@ pub async fn batch(
             job.answer(outcome);
         }
         let share = started.elapsed() / ran.len().max(1) as u32;
-        timings.extend(ran.into_iter().map(|key| (key, share)));
+        runs.extend(ran.into_iter().map(|(key, bytes)| Run {
+            key,
+            took: share,
+            bytes,
+        }));
         if let Err(e) = end {
             tracing::debug!(error = %e, "a read connection did not end its batch cleanly");
             conn.retire();
@@ -320,23 +333,20 @@ async fn answers(
             Message::DataRow(_) if completed != preamble || failed.is_some() => {}
             Message::DataRow(_) if collector.full() => truncated = true,
             Message::DataRow(row) => {
-                let buffer = row.buffer();
-                let mut ranges = row.ranges();
-                let mut cells = Vec::with_capacity(prepared.columns.len());
-                for (_, ty) in &prepared.columns {
-                    let range = fallible_iterator::FallibleIterator::next(&mut ranges)
-                        .map_err(WireError::from)?
-                        .ok_or_else(|| WireError::Broken("a row is missing cells".into()))?;
-                    cells.push((ty, range.map(|r| &buffer[r])));
-                }
-                if let Err(e) = collector.push(cells.into_iter()) {
-                    // Past the byte cap: the statement is stopped and the
-                    // rest of its rows dropped as they come.
-                    failed = Some(e);
-                    if !leaving {
-                        leaving = true;
-                        *cancelled = true;
-                        conn.cancel_running();
+                match collector.push_row(row.buffer(), prepared.columns.len()) {
+                    Ok(()) => {}
+                    Err(RowError::Malformed) => {
+                        return Err(WireError::Broken("a row does not match its columns".into()));
+                    }
+                    Err(e @ RowError::TooLarge(_)) => {
+                        // Past the byte cap: the statement is stopped and
+                        // the rest of its rows dropped as they come.
+                        failed = Some(e.into_database());
+                        if !leaving {
+                            leaving = true;
+                            *cancelled = true;
+                            conn.cancel_running();
+                        }
                     }
                 }
             }
@@ -354,7 +364,7 @@ async fn answers(
     let Some((error, before_statement)) = error else {
         return Ok(Answer::Ran(Outcome::Done(match failed {
             Some(error) => Err(error),
-            None => Ok(collector.finish(columns(prepared), truncated)),
+            None => Ok(collector.finish(prepared.columns.clone(), truncated)),
         })));
     };
     // PostgreSQL skips what follows up to the Sync.
@@ -440,15 +450,4 @@ async fn prepared(conn: &mut WireConnection, sql: &str) -> Result<Arc<Prepared>,
     let prepared = conn.prepare(sql).await?;
     conn.remember(sql, prepared.clone());
     Ok(prepared)
-}
-
-fn columns(prepared: &Prepared) -> Vec<Column> {
-    prepared
-        .columns
-        .iter()
-        .map(|(name, ty)| Column {
-            name: name.clone(),
-            type_name: ty.name().to_owned(),
-        })
-        .collect()
 }

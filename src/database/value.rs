@@ -1,6 +1,12 @@
 //! Typed SQL values, the database domain's currency in both directions.
 
+use std::{borrow::Cow, sync::Arc};
+
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use postgres_types::Type;
+
+use super::{DatabaseError, codec::decode};
 
 /// One SQL value, as a parameter or in a result row.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,20 +73,139 @@ pub fn bytea_hex(bytes: &[u8]) -> String {
     text
 }
 
-/// A result column: its name and PostgreSQL type name (`int8`, `timestamptz`, ...).
+/// A result cell decoded, borrowing from the row where it can: what
+/// [`Value`] holds, without copying text or bytes out of the result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Text(Cow<'a, str>),
+    Bytes(&'a [u8]),
+    Timestamp(DateTime<Utc>),
+    Json(Cow<'a, str>),
+    Numeric(String),
+}
+
+impl Cell<'_> {
+    pub fn into_value(self) -> Value {
+        match self {
+            Cell::Null => Value::Null,
+            Cell::Bool(b) => Value::Bool(b),
+            Cell::Int(i) => Value::Int(i),
+            Cell::Double(d) => Value::Double(d),
+            Cell::Text(s) => Value::Text(s.into_owned()),
+            Cell::Bytes(b) => Value::Bytes(bytes::Bytes::copy_from_slice(b)),
+            Cell::Timestamp(t) => Value::Timestamp(t),
+            Cell::Json(s) => Value::Json(s.into_owned()),
+            Cell::Numeric(s) => Value::Numeric(s),
+        }
+    }
+}
+
+/// A result column: its name and PostgreSQL type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
-    pub type_name: String,
+    pub ty: Type,
 }
 
-/// Rows returned by a statement.
+impl Column {
+    /// The PostgreSQL type name: `int8`, `timestamptz`, ...
+    pub fn type_name(&self) -> &str {
+        self.ty.name()
+    }
+}
+
+/// Rows returned by a statement, kept as PostgreSQL sent them (each row's
+/// cells in the DataRow layout: a 4-byte big-endian length, -1 for NULL,
+/// then the binary value) and decoded where they are sent on: a Query's
+/// rows go from these bytes straight into the Protobuf answer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rows {
-    pub columns: Vec<Column>,
-    pub rows: Vec<Vec<Value>>,
+    pub columns: Arc<[Column]>,
+    /// Every row's cells, one after another.
+    data: Bytes,
+    /// Where each row ends in `data`.
+    ends: Vec<usize>,
     /// More rows matched than were returned.
     pub truncated: bool,
+}
+
+impl Rows {
+    /// Rows whose cells were checked against `columns` when gathered
+    /// ([`super::rows::Collector`]).
+    pub(super) fn new(
+        columns: Arc<[Column]>,
+        data: Bytes,
+        ends: Vec<usize>,
+        truncated: bool,
+    ) -> Self {
+        Self {
+            columns,
+            data,
+            ends,
+            truncated,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The size of every row's raw cells, framing included.
+    pub fn raw_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Each row's raw cells: `None` for NULL, else the binary value.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RawCells<'_>> {
+        (0..self.ends.len()).map(|i| {
+            let start = i.checked_sub(1).map_or(0, |previous| self.ends[previous]);
+            RawCells {
+                data: &self.data[start..self.ends[i]],
+            }
+        })
+    }
+
+    /// Each row decoded, cell by cell in column order.
+    pub fn values(&self) -> Result<Vec<Vec<Value>>, DatabaseError> {
+        self.iter()
+            .map(|cells| {
+                cells
+                    .zip(self.columns.iter())
+                    .map(|(raw, column)| decode(&column.ty, raw).map(Cell::into_value))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// One row's raw cells, in column order.
+#[derive(Debug, Clone)]
+pub struct RawCells<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Iterator for RawCells<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (length, rest) = self.data.split_first_chunk::<4>()?;
+        let Ok(length) = usize::try_from(i32::from_be_bytes(*length)) else {
+            self.data = rest;
+            return Some(None);
+        };
+        // Gathered rows were checked: a cell never runs past its row.
+        let (cell, rest) = rest.split_at(length.min(rest.len()));
+        self.data = rest;
+        Some(Some(cell))
+    }
 }
 
 /// One statement with its positional parameters.

@@ -38,7 +38,10 @@ use tokio::{
 };
 use tokio_postgres::config::{Config, Host};
 
-use super::pool::{self, ConnectError, ConnectFailures, StatementCache};
+use super::{
+    Column,
+    pool::{self, ConnectError, ConnectFailures, StatementCache},
+};
 
 /// Statements every connection prepares once, at connect time.
 pub const BEGIN_READ: &str = "r_begin";
@@ -124,7 +127,8 @@ type WireResult<T> = Result<T, WireError>;
 pub struct Prepared {
     pub name: String,
     pub params: Vec<Type>,
-    pub columns: Vec<(String, Type)>,
+    /// Shared by every answer of the statement.
+    pub columns: Arc<[Column]>,
 }
 
 enum Socket {
@@ -533,12 +537,13 @@ impl WireConnection {
         }
         let mut columns = Vec::with_capacity(fields.len());
         for (name, oid) in fields {
-            columns.push((name, self.resolve(oid, 0).await?));
+            let ty = self.resolve(oid, 0).await?;
+            columns.push(Column { name, ty });
         }
         Ok(Arc::new(Prepared {
             name,
             params,
-            columns,
+            columns: columns.into(),
         }))
     }
 

@@ -4,8 +4,10 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use tonic::Status;
 
+use super::rows;
+
 use crate::{
-    database::{Column, ExecuteResult, Rows, Statement, Value},
+    database::{ExecuteResult, Statement, Value},
     object_store::{ObjectInfo, PutResult},
     proto,
 };
@@ -60,22 +62,6 @@ pub fn value_from_proto(value: proto::Value, index: usize) -> Result<Value, Stat
     })
 }
 
-pub fn value_to_proto(value: Value) -> proto::Value {
-    use proto::value::Kind;
-    let kind = match value {
-        Value::Null => Kind::NullValue(prost_types::NullValue::NullValue as i32),
-        Value::Bool(b) => Kind::BoolValue(b),
-        Value::Int(i) => Kind::IntValue(i),
-        Value::Double(d) => Kind::DoubleValue(d),
-        Value::Text(s) => Kind::StringValue(s),
-        Value::Bytes(b) => Kind::BytesValue(b),
-        Value::Timestamp(t) => Kind::TimestampValue(timestamp(t)),
-        Value::Json(s) => Kind::JsonValue(s),
-        Value::Numeric(s) => Kind::NumericValue(s),
-    };
-    proto::Value { kind: Some(kind) }
-}
-
 pub fn statement(request: proto::ExecuteRequest) -> Result<Statement, Status> {
     params(request.params).map(|params| Statement {
         sql: request.sql,
@@ -91,36 +77,11 @@ pub fn params(params: Vec<proto::Value>) -> Result<Vec<Value>, Status> {
         .collect()
 }
 
-fn columns(columns: Vec<Column>) -> Vec<proto::Column> {
-    columns
-        .into_iter()
-        .map(|c| proto::Column {
-            name: c.name,
-            r#type: c.type_name,
-        })
-        .collect()
-}
-
-fn rows(rows: Vec<Vec<Value>>) -> Vec<proto::Row> {
-    rows.into_iter()
-        .map(|values| proto::Row {
-            values: values.into_iter().map(value_to_proto).collect(),
-        })
-        .collect()
-}
-
-pub fn query_response(result: Rows) -> proto::QueryResponse {
-    proto::QueryResponse {
-        columns: columns(result.columns),
-        rows: rows(result.rows),
-        truncated: result.truncated,
-    }
-}
-
-pub fn execute_response(result: ExecuteResult) -> proto::ExecuteResponse {
-    proto::ExecuteResponse {
+/// What a write did, with its RETURNING rows.
+pub fn execute_response(result: ExecuteResult) -> Result<proto::ExecuteResponse, Status> {
+    Ok(proto::ExecuteResponse {
         rows_affected: result.rows_affected,
-        columns: columns(result.returning.columns),
-        rows: rows(result.returning.rows),
-    }
+        columns: rows::proto_columns(&result.returning.columns),
+        rows: rows::proto_rows(&result.returning)?,
+    })
 }

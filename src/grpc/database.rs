@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{convert, rows::QueryResponse};
 use crate::{
     audit,
     database::{Database, Statement},
@@ -26,7 +26,7 @@ impl database_server::Database for DatabaseService {
     async fn query(
         &self,
         request: Request<proto::QueryRequest>,
-    ) -> Result<Response<proto::QueryResponse>, Status> {
+    ) -> Result<Response<QueryResponse>, Status> {
         audit::note_target(&request, || audit::sql_fingerprint(&request.get_ref().sql));
         let request = request.into_inner();
         let statement = Statement {
@@ -34,7 +34,7 @@ impl database_server::Database for DatabaseService {
             params: convert::params(request.params)?,
         };
         let rows = self.db.query(statement, request.max_rows).await?;
-        Ok(Response::new(convert::query_response(rows)))
+        Ok(Response::new(QueryResponse::new(&rows)?))
     }
 
     async fn execute(
@@ -44,7 +44,7 @@ impl database_server::Database for DatabaseService {
         audit::note_target(&request, || audit::sql_fingerprint(&request.get_ref().sql));
         let statement = convert::statement(request.into_inner())?;
         let result = self.db.execute(&statement).await?;
-        Ok(Response::new(convert::execute_response(result)))
+        Ok(Response::new(convert::execute_response(result)?))
     }
 
     async fn transaction(
@@ -67,7 +67,10 @@ impl database_server::Database for DatabaseService {
             .collect::<Result<Vec<_>, _>>()?;
         let results = self.db.transaction(&statements).await?;
         Ok(Response::new(proto::TransactionResponse {
-            results: results.into_iter().map(convert::execute_response).collect(),
+            results: results
+                .into_iter()
+                .map(convert::execute_response)
+                .collect::<Result<_, _>>()?,
         }))
     }
 

@@ -4,6 +4,7 @@
 mod convert;
 mod database;
 mod object_store;
+pub mod rows;
 mod status;
 mod steps;
 
