@@ -65,16 +65,14 @@ impl QueryResponse {
             for (raw, column) in raw.zip(rows.columns.iter()) {
                 cells.push(database::decode(&column.ty, raw)?);
             }
-            let length: usize = cells.iter().map(|c| delimited_len(value_len(c))).sum();
-            encode_key(ROWS, WireType::LengthDelimited, &mut out);
-            encode_varint(length as u64, &mut out);
+            let length = cells.iter().map(|c| delimited_len(value_len(c))).sum();
+            put_header(ROWS, length, &mut out);
             for cell in &cells {
                 put_value(cell, &mut out);
             }
         }
         if rows.truncated {
-            encode_key(TRUNCATED, WireType::Varint, &mut out);
-            encode_varint(1, &mut out);
+            put_varint(TRUNCATED, 1, &mut out);
         }
         Ok(Self { encoded: out })
     }
@@ -100,15 +98,12 @@ impl Message for QueryResponse {
             COLUMNS | ROWS => {
                 let mut field = Vec::new();
                 prost::encoding::bytes::merge(wire_type, &mut field, buf, ctx)?;
-                encode_key(tag, WireType::LengthDelimited, out);
-                encode_varint(field.len() as u64, out);
-                out.put_slice(&field);
+                put_delimited(tag, &field, out);
             }
             TRUNCATED => {
                 let mut truncated = false;
                 prost::encoding::bool::merge(wire_type, &mut truncated, buf, ctx)?;
-                encode_key(tag, WireType::Varint, out);
-                encode_varint(u64::from(truncated), out);
+                put_varint(tag, u64::from(truncated), out);
             }
             _ => skip_field(wire_type, tag, buf, ctx)?,
         }
@@ -133,9 +128,7 @@ fn estimate(rows: &Rows) -> usize {
 fn put_column(column: &Column, out: &mut BytesMut) {
     let name = column.name.as_bytes();
     let type_name = column.type_name().as_bytes();
-    let length = string_len(name) + string_len(type_name);
-    encode_key(COLUMNS, WireType::LengthDelimited, out);
-    encode_varint(length as u64, out);
+    put_header(COLUMNS, string_len(name) + string_len(type_name), out);
     put_string(COLUMN_NAME, name, out);
     put_string(COLUMN_TYPE, type_name, out);
 }
@@ -151,10 +144,24 @@ fn string_len(value: &[u8]) -> usize {
 
 fn put_string(tag: u32, value: &[u8], out: &mut BytesMut) {
     if !value.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(value.len() as u64, out);
-        out.put_slice(value);
+        put_delimited(tag, value, out);
     }
+}
+
+fn put_varint(tag: u32, value: u64, out: &mut BytesMut) {
+    encode_key(tag, WireType::Varint, out);
+    encode_varint(value, out);
+}
+
+/// The key and length of a length-delimited field.
+fn put_header(tag: u32, length: usize, out: &mut BytesMut) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(length as u64, out);
+}
+
+fn put_delimited(tag: u32, value: &[u8], out: &mut BytesMut) {
+    put_header(tag, value.len(), out);
+    out.put_slice(value);
 }
 
 /// A length-delimited field of `length` bytes with a one-byte key.
@@ -178,40 +185,24 @@ fn value_len(cell: &Cell<'_>) -> usize {
 
 /// Writes `cell` as one element of `broker.v1.Row.values`.
 fn put_value(cell: &Cell<'_>, out: &mut BytesMut) {
-    encode_key(ROW_VALUES, WireType::LengthDelimited, out);
-    encode_varint(value_len(cell) as u64, out);
-    let bytes = |tag: u32, value: &[u8], out: &mut BytesMut| {
-        encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(value.len() as u64, out);
-        out.put_slice(value);
-    };
+    put_header(ROW_VALUES, value_len(cell), out);
     match cell {
-        Cell::Null => {
-            encode_key(NULL, WireType::Varint, out);
-            encode_varint(prost_types::NullValue::NullValue as u64, out);
-        }
-        Cell::Bool(b) => {
-            encode_key(BOOL, WireType::Varint, out);
-            encode_varint(u64::from(*b), out);
-        }
-        Cell::Int(i) => {
-            encode_key(INT, WireType::Varint, out);
-            encode_varint(*i as u64, out);
-        }
+        Cell::Null => put_varint(NULL, prost_types::NullValue::NullValue as u64, out),
+        Cell::Bool(b) => put_varint(BOOL, u64::from(*b), out),
+        Cell::Int(i) => put_varint(INT, *i as u64, out),
         Cell::Double(d) => {
             encode_key(DOUBLE, WireType::SixtyFourBit, out);
             out.put_f64_le(*d);
         }
-        Cell::Text(s) => bytes(STRING, s.as_bytes(), out),
-        Cell::Bytes(b) => bytes(BYTES, b, out),
+        Cell::Text(s) => put_delimited(STRING, s.as_bytes(), out),
+        Cell::Bytes(b) => put_delimited(BYTES, b, out),
         Cell::Timestamp(t) => {
             let timestamp = convert::timestamp(*t);
-            encode_key(TIMESTAMP, WireType::LengthDelimited, out);
-            encode_varint(timestamp.encoded_len() as u64, out);
+            put_header(TIMESTAMP, timestamp.encoded_len(), out);
             timestamp.encode_raw(out);
         }
-        Cell::Json(s) => bytes(JSON, s.as_bytes(), out),
-        Cell::Numeric(s) => bytes(NUMERIC, s.as_bytes(), out),
+        Cell::Json(s) => put_delimited(JSON, s.as_bytes(), out),
+        Cell::Numeric(s) => put_delimited(NUMERIC, s.as_bytes(), out),
     }
 }
 
