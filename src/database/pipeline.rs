@@ -17,7 +17,7 @@
 //! costs PostgreSQL and the broker work in proportion to its rows, far more
 //! than the cycle a batch saves: batched, the statements would take turns
 //! on one PostgreSQL process while other cores wait (100-row queries at 16
-//! callers: about a seventh more calls per second run apart).
+//! callers: about a sixth more calls per second run apart).
 //!
 //! A job runs in the leader's task, not the caller's: a caller that leaves
 //! (its deadline, its client gone) has its statement cancelled without
