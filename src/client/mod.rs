@@ -475,12 +475,11 @@ impl BrokerClient {
     /// as a [`rows::QueryAnswer`].
     async fn call_query(
         mut self,
-        request: Request<QueryRequest>,
+        mut request: Request<QueryRequest>,
     ) -> Result<tonic::Response<rows::QueryAnswer>, Status> {
         // As the generated stubs say it.
         let not_ready = |e| Status::unknown(format!("Service was not ready: {e}"));
         self.query.ready().await.map_err(not_ready)?;
-        let mut request = request;
         request
             .extensions_mut()
             .insert(tonic::GrpcMethod::new("broker.v1.Database", "Query"));
