@@ -8,7 +8,7 @@ use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
 use tokio_postgres::{RowStream, Statement as Prepared};
 
-use super::{Column, DatabaseError, Rows, codec::Raw};
+use super::{Column, DatabaseError, Rows, codec::Raw, value::split_cell};
 
 /// Bytes counted per cell on top of its data (the framing a response adds).
 const CELL_OVERHEAD: usize = 8;
@@ -107,9 +107,7 @@ impl Collector {
     pub fn push_row(&mut self, row: &[u8], cells: usize) -> Result<(), RowError> {
         let mut rest = row;
         for _ in 0..cells {
-            let (length, after) = rest.split_first_chunk::<4>().ok_or(RowError::Malformed)?;
-            let length = usize::try_from(i32::from_be_bytes(*length)).unwrap_or(0);
-            rest = after.get(length..).ok_or(RowError::Malformed)?;
+            (_, rest) = split_cell(rest).ok_or(RowError::Malformed)?;
         }
         if !rest.is_empty() {
             return Err(RowError::Malformed);

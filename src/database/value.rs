@@ -196,16 +196,22 @@ impl<'a> Iterator for RawCells<'a> {
     type Item = Option<&'a [u8]>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (length, rest) = self.data.split_first_chunk::<4>()?;
-        let Ok(length) = usize::try_from(i32::from_be_bytes(*length)) else {
-            self.data = rest;
-            return Some(None);
-        };
-        // Gathered rows were checked: a cell never runs past its row.
-        let (cell, rest) = rest.split_at(length.min(rest.len()));
+        // Gathered rows were checked: a row ends after its last cell.
+        let (cell, rest) = split_cell(self.data)?;
         self.data = rest;
-        Some(Some(cell))
+        Some(cell)
     }
+}
+
+/// The first cell of `data` in the DataRow layout (`None` for NULL) and
+/// what follows it; `None` when `data` does not start with a whole cell.
+pub(super) fn split_cell(data: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+    let (length, rest) = data.split_first_chunk::<4>()?;
+    let Ok(length) = usize::try_from(i32::from_be_bytes(*length)) else {
+        return Some((None, rest));
+    };
+    let cell = rest.get(..length)?;
+    Some((Some(cell), &rest[length..]))
 }
 
 /// One statement with its positional parameters.
