@@ -63,12 +63,14 @@ impl QueryResponse {
         for raw in rows.iter() {
             cells.clear();
             for (raw, column) in raw.zip(rows.columns.iter()) {
-                cells.push(database::decode(&column.ty, raw)?);
+                let cell = database::decode(&column.ty, raw)?;
+                let length = value_len(&cell);
+                cells.push((cell, length));
             }
-            let length = cells.iter().map(|c| delimited_len(value_len(c))).sum();
+            let length = cells.iter().map(|(_, length)| delimited_len(*length)).sum();
             put_header(ROWS, length, &mut out);
-            for cell in &cells {
-                put_value(cell, &mut out);
+            for (cell, length) in &cells {
+                put_value(cell, *length, &mut out);
             }
         }
         if rows.truncated {
@@ -183,9 +185,10 @@ fn value_len(cell: &Cell<'_>) -> usize {
     }
 }
 
-/// Writes `cell` as one element of `broker.v1.Row.values`.
-fn put_value(cell: &Cell<'_>, out: &mut BytesMut) {
-    put_header(ROW_VALUES, value_len(cell), out);
+/// Writes `cell`, whose `broker.v1.Value` is `length` bytes
+/// ([`value_len`]), as one element of `broker.v1.Row.values`.
+fn put_value(cell: &Cell<'_>, length: usize, out: &mut BytesMut) {
+    put_header(ROW_VALUES, length, out);
     match cell {
         Cell::Null => put_varint(NULL, prost_types::NullValue::NullValue as u64, out),
         Cell::Bool(b) => put_varint(BOOL, u64::from(*b), out),
@@ -286,7 +289,7 @@ mod tests {
     fn each_cell_encodes_as_the_generated_types_would() {
         for cell in cells() {
             let mut ours = BytesMut::new();
-            put_value(&cell, &mut ours);
+            put_value(&cell, value_len(&cell), &mut ours);
             let generated = proto::Row {
                 values: vec![proto_value(cell.clone())],
             }
