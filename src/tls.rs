@@ -1,10 +1,11 @@
-//! TLS for the broker's port (rustls): a server certificate, and optionally
+//! TLS (rustls) for the broker's port: a server certificate, and optionally
 //! mutual TLS, where a client certificate signed by `BROKER_TLS_CLIENT_CA`
-//! is required and its first DNS name is the agent's identity.
+//! is required and its first DNS name is the agent's identity. And the
+//! client library's side of it.
 
 use std::{path::Path, sync::Arc};
 
-use rustls::{ServerConfig, server::WebPkiClientVerifier};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 /// Builds the server configuration from PEM files; errors name the variable.
@@ -40,6 +41,57 @@ pub fn server_config(
         .with_single_cert(certs, key)
         .map_err(|e| anyhow::anyhow!("BROKER_TLS_CERT/BROKER_TLS_KEY do not match: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client library's configuration: the broker is verified against
+/// `ca` (PEM; `BROKER_CA_CERT`) or the system's roots, and `identity`
+/// (certificate and key PEM files; `BROKER_CLIENT_CERT`, `BROKER_CLIENT_KEY`)
+/// is presented for mutual TLS. HTTP/2 only.
+pub fn client_config(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for ca in read_certs(path, "BROKER_CA_CERT")? {
+                roots
+                    .add(ca)
+                    .map_err(|e| anyhow::anyhow!("BROKER_CA_CERT {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                anyhow::bail!(
+                    "no CA certificate found in the system's store to verify the broker with; set BROKER_CA_CERT ({})",
+                    native
+                        .errors
+                        .first()
+                        .map_or_else(|| "the store is empty".to_owned(), ToString::to_string)
+                );
+            }
+        }
+    }
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = read_certs(cert, "BROKER_CLIENT_CERT")?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                anyhow::anyhow!(
+                    "BROKER_CLIENT_KEY {}: no private key found ({e})",
+                    key.display()
+                )
+            })?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                anyhow::anyhow!("BROKER_CLIENT_CERT/BROKER_CLIENT_KEY do not match: {e}")
+            })?
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 

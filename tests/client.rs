@@ -393,6 +393,13 @@ async fn the_token_travels_with_every_call() {
         .await
         .unwrap_err();
     assert_eq!(put.code(), Code::PermissionDenied);
+    // Refused while most of a large body is still to go out: the broker's
+    // answer, not a transport error.
+    let large = agent
+        .put_bytes("incoming/large", PutOptions::default(), vec![7u8; 8 << 20])
+        .await
+        .unwrap_err();
+    assert_eq!(large.code(), Code::PermissionDenied, "{large}");
     assert!(!format!("{options:?}").contains(token));
 }
 
@@ -405,9 +412,17 @@ struct Replica {
 }
 
 async fn replica(config: &ServeConfig, audit: std::path::PathBuf) -> Replica {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    replica_on(config, audit, listener)
+}
+
+fn replica_on(
+    config: &ServeConfig,
+    audit: std::path::PathBuf,
+    listener: tokio::net::TcpListener,
+) -> Replica {
     let mut config = config.clone();
     config.audit_log = Some(audit.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(resource_broker::server::serve(config, listener, async {
@@ -470,6 +485,66 @@ async fn calls_spread_over_brokers_and_survive_one_going_away() {
         rows.first().unwrap().get::<i64>("n").unwrap(),
         20,
         "each write happened once"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_restarts_is_reached_again_on_a_new_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start().await;
+    let first = replica(&broker.config, dir.path().join("a.jsonl")).await;
+    let addr = first.addr;
+    let client = BrokerClient::connect(&format!("http://{addr}"), ClientOptions::default())
+        .await
+        .unwrap();
+    client.query("SELECT 1", &[]).await.unwrap();
+
+    first.shutdown.send(()).unwrap();
+    first.task.await.unwrap().unwrap();
+    let err = client.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "nothing listens: {err}");
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let second = replica_on(&broker.config, dir.path().join("b.jsonl"), listener);
+    for _ in 0..3 {
+        client
+            .query("SELECT 1", &[])
+            .await
+            .expect("the client dials the broker again");
+    }
+    // Records may land just after the answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while audit_lines(&second.audit) < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(audit_lines(&second.audit), 3, "all three calls reached it");
+}
+
+#[tokio::test]
+async fn a_broker_that_never_answers_is_given_up_at_the_deadline() {
+    // Accepts connections and never says a word: no HTTP/2 settings, no answer.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let options = ClientOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ..ClientOptions::default()
+    };
+    let client = BrokerClient::connect(&format!("http://{addr}"), options)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = client.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "given up after {:?}",
+        started.elapsed()
     );
 }
 

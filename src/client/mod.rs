@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod connection;
 mod error;
 mod objects;
 mod options;

@@ -20,17 +20,16 @@ use std::{
 
 use futures::future::BoxFuture;
 use http::Uri;
-use tonic::{
-    body::Body,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
-};
+use rustls_pki_types::ServerName;
+use tonic::body::Body;
 use tower::{Service, ServiceExt};
 
 use super::{
+    connection::{Connection, Dialer},
     error::{ClientError, Result},
     options::ClientOptions,
 };
-use crate::server::{InProcess, MAX_FRAME_BYTES};
+use crate::server::InProcess;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -60,11 +59,11 @@ impl Service<http::Request<Body>> for Transport {
                 let member = balancer.pick();
                 Box::pin(async move {
                     let member = member?;
-                    let result = member.channel.clone().oneshot(request).await;
+                    let result = member.connection.call(request).await;
                     if result.is_err() {
                         member.set_aside();
                     }
-                    result.map_err(Into::into)
+                    result
                 })
             }
             Self::Local(router) => {
@@ -127,10 +126,10 @@ impl Target {
     }
 }
 
-/// One resolved broker address and its (lazily connected) channel.
+/// One resolved broker address and its (lazily opened) connection.
 pub struct Member {
     addr: SocketAddr,
-    channel: Channel,
+    connection: Connection,
     /// Milliseconds since the balancer's epoch until which this address is skipped.
     set_aside_until: std::sync::atomic::AtomicU64,
     epoch: Instant,
@@ -152,7 +151,7 @@ impl Member {
 /// Round robin over the addresses of one or more broker URLs.
 pub struct Balancer {
     targets: Vec<Target>,
-    endpoint_template: EndpointTemplate,
+    dial_template: DialTemplate,
     members: RwLock<Vec<Arc<Member>>>,
     next: AtomicUsize,
     epoch: Instant,
@@ -171,7 +170,7 @@ impl Balancer {
             return Err(ClientError::config("no broker URL given"));
         }
         let balancer = Arc::new(Self {
-            endpoint_template: EndpointTemplate::new(options)?,
+            dial_template: DialTemplate::new(options, &targets)?,
             targets,
             members: RwLock::default(),
             next: AtomicUsize::new(0),
@@ -235,8 +234,8 @@ impl Balancer {
         addrs
     }
 
-    /// Replaces the member set by `addrs`, keeping the channels of addresses
-    /// already known.
+    /// Replaces the member set by `addrs`, keeping the connections of
+    /// addresses already known.
     fn update(&self, addrs: Vec<(SocketAddr, usize)>) -> Result<()> {
         let current = self.read().clone();
         let mut members = Vec::with_capacity(addrs.len());
@@ -244,13 +243,10 @@ impl Balancer {
             match current.iter().find(|m| m.addr == addr) {
                 Some(member) => members.push(Arc::clone(member)),
                 None => {
-                    let channel = self
-                        .endpoint_template
-                        .endpoint(&self.targets[target], addr)?
-                        .connect_lazy();
+                    let dialer = self.dial_template.dialer(&self.targets[target], addr)?;
                     members.push(Arc::new(Member {
                         addr,
-                        channel,
+                        connection: Connection::new(dialer),
                         set_aside_until: 0.into(),
                         epoch: self.epoch,
                     }));
@@ -288,56 +284,59 @@ async fn keep_resolving(balancer: Weak<Balancer>, interval: Duration) {
     }
 }
 
-/// What every per-address endpoint shares: TLS material and timeouts.
-struct EndpointTemplate {
-    tls: ClientTlsConfig,
+/// What every per-address connection shares: TLS settings and timeouts.
+struct DialTemplate {
+    /// Only when a URL is `https://` (a plaintext client never reads the
+    /// system's certificate store).
+    tls: Option<tokio_rustls::TlsConnector>,
     connect_timeout: Duration,
 }
 
-impl EndpointTemplate {
-    fn new(options: &ClientOptions) -> Result<Self> {
-        let read = |path: &std::path::Path, variable: &str| {
-            std::fs::read(path)
-                .map_err(|e| ClientError::io(format!("{variable} {}", path.display()), e))
+impl DialTemplate {
+    fn new(options: &ClientOptions, targets: &[Target]) -> Result<Self> {
+        let tls = if targets.iter().any(|t| t.tls) {
+            let identity = options
+                .client_cert
+                .as_ref()
+                .map(|(cert, key)| (cert.as_path(), key.as_path()));
+            let config = crate::tls::client_config(options.ca_cert.as_deref(), identity)
+                .map_err(|e| ClientError::config(format!("{e:#}")))?;
+            Some(tokio_rustls::TlsConnector::from(config))
+        } else {
+            None
         };
-        let mut tls = ClientTlsConfig::new();
-        tls = match &options.ca_cert {
-            Some(path) => tls.ca_certificate(Certificate::from_pem(read(path, "BROKER_CA_CERT")?)),
-            None => tls.with_native_roots(),
-        };
-        if let Some((cert, key)) = &options.client_cert {
-            tls = tls.identity(Identity::from_pem(
-                read(cert, "BROKER_CLIENT_CERT")?,
-                read(key, "BROKER_CLIENT_KEY")?,
-            ));
-        }
         Ok(Self {
             tls,
             connect_timeout: options.connect_timeout,
         })
     }
 
-    /// An endpoint that dials `addr` but presents the target's host name
-    /// (for TLS verification and the `:authority` header).
-    fn endpoint(&self, target: &Target, addr: SocketAddr) -> Result<Endpoint> {
-        let scheme = if target.tls { "https" } else { "http" };
-        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-            .map_err(|e| ClientError::config(format!("broker address {addr}: {e}")))?
-            .origin(target.uri.clone())
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            // The broker may send a whole 1 MiB chunk as one DATA frame
-            // instead of 64 frames of 16 KiB (one write each).
-            .max_frame_size(MAX_FRAME_BYTES)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        if !target.tls {
-            return Ok(endpoint);
-        }
-        endpoint
-            .tls_config(self.tls.clone().domain_name(target.host.clone()))
-            .map_err(|e| ClientError::config(format!("TLS settings for {}: {e}", target.uri)))
+    /// How to dial `addr` while presenting the target's host name (for TLS
+    /// verification and the `:authority` header).
+    fn dialer(&self, target: &Target, addr: SocketAddr) -> Result<Dialer> {
+        let authority =
+            target.uri.authority().cloned().ok_or_else(|| {
+                ClientError::config(format!("broker URL {} has no host", target.uri))
+            })?;
+        let tls = match (&self.tls, target.tls) {
+            (Some(connector), true) => {
+                let name = ServerName::try_from(target.host.clone())
+                    .map_err(|e| ClientError::config(format!("broker URL {}: {e}", target.uri)))?;
+                Some((connector.clone(), name))
+            }
+            _ => None,
+        };
+        Ok(Dialer {
+            addr,
+            scheme: if target.tls {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            authority,
+            tls,
+            connect_timeout: self.connect_timeout,
+        })
     }
 }
 
