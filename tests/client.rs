@@ -549,6 +549,36 @@ async fn a_broker_that_never_answers_is_given_up_at_the_deadline() {
 }
 
 #[tokio::test]
+async fn keep_alive_pings_fail_the_calls_of_a_broker_gone_silent() {
+    let broker = TestBroker::start().await;
+    let proxy = common::proxy::Proxy::start(broker.addr).await.unwrap();
+    let options = ClientOptions {
+        timeout: None,
+        keep_alive_interval: Duration::from_millis(200),
+        keep_alive_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let client = BrokerClient::connect(&format!("http://{}", proxy.addr), options)
+        .await
+        .unwrap();
+    client.query("SELECT 1", &[]).await.unwrap();
+
+    // No FIN, no answer, no deadline: only the pings can end the call.
+    proxy.freeze();
+    let err = tokio::time::timeout(Duration::from_secs(10), client.query("SELECT 1", &[]))
+        .await
+        .expect("the unanswered ping ends the call")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+
+    proxy.up();
+    client
+        .query("SELECT 1", &[])
+        .await
+        .expect("the next call dials again");
+}
+
+#[tokio::test]
 async fn a_host_name_resolves_to_its_addresses() {
     let broker = TestBroker::start().await;
     let url = format!("http://localhost:{}", broker.addr.port());

@@ -46,10 +46,6 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 /// Request data h2 may hold for one stream before the body is read further.
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// A ping goes out this often, idle or not; no pong within the timeout
-/// closes the connection (a broker task that vanished without a FIN).
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to reach one broker address: what every connection to it shares.
 pub struct Dialer {
@@ -61,6 +57,16 @@ pub struct Dialer {
     /// TLS settings and the name the broker's certificate must carry.
     pub tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     pub connect_timeout: Duration,
+    pub keep_alive: KeepAlive,
+}
+
+/// A ping goes out every `interval`, idle or not; no pong within `timeout`
+/// closes the connection (a broker task that vanished without a FIN), and
+/// the calls on it fail with UNAVAILABLE.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// The broker at one address, connected lazily.
@@ -254,12 +260,13 @@ impl Connection {
             .await
             .map_err(|e| ConnectError(Box::new(e)))?;
         let addr = self.dialer.addr;
+        let keep_alive = self.dialer.keep_alive;
         let live = Arc::downgrade(&self.live);
         let ping_pong = connection.ping_pong();
         tokio::spawn(async move {
             let ended = match ping_pong {
                 Some(ping_pong) => {
-                    match select(connection, Box::pin(keep_alive(ping_pong))).await {
+                    match select(connection, Box::pin(keep_alive.run(ping_pong))).await {
                         Either::Left((ended, _)) => ended.err().map(|e| e.to_string()),
                         Either::Right((why, _)) => Some(why),
                     }
@@ -288,15 +295,18 @@ fn connect_error(e: impl std::error::Error + Send + Sync + 'static) -> BoxError 
     Box::new(ConnectError(Box::new(e)))
 }
 
-/// Pings every [`KEEP_ALIVE_INTERVAL`]; returns why the connection is dead.
-async fn keep_alive(mut ping_pong: h2::PingPong) -> String {
-    loop {
-        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
-        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
-            Ok(Ok(_pong)) => {}
-            Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
-            Err(_) => {
-                return format!("no answer to a keep-alive ping within {KEEP_ALIVE_TIMEOUT:?}");
+impl KeepAlive {
+    /// Pings until a ping fails; returns why the connection is dead.
+    async fn run(self, mut ping_pong: h2::PingPong) -> String {
+        loop {
+            tokio::time::sleep(self.interval).await;
+            let pong = tokio::time::timeout(self.timeout, ping_pong.ping(h2::Ping::opaque()));
+            match pong.await {
+                Ok(Ok(_pong)) => {}
+                Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
+                Err(_) => {
+                    return format!("no answer to a keep-alive ping within {:?}", self.timeout);
+                }
             }
         }
     }

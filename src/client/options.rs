@@ -25,6 +25,12 @@ pub struct ClientOptions {
     pub stream_timeout: Option<Duration>,
     /// Time allowed to open a connection to one broker address.
     pub connect_timeout: Duration,
+    /// How often a connection is pinged, idle or not (default 10 s)...
+    pub keep_alive_interval: Duration,
+    /// ...and how long a pong may take before the connection is closed and
+    /// its calls fail with UNAVAILABLE (default 5 s): a broker task that
+    /// vanished without closing its connections is noticed within both.
+    pub keep_alive_timeout: Duration,
     /// How often a broker host name is resolved again, so that tasks that
     /// come and go behind one DNS name (Cloud Map) are followed.
     pub resolve_interval: Duration,
@@ -39,6 +45,8 @@ impl std::fmt::Debug for ClientOptions {
             .field("timeout", &self.timeout)
             .field("stream_timeout", &self.stream_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("resolve_interval", &self.resolve_interval)
             .finish()
     }
@@ -53,6 +61,8 @@ impl Default for ClientOptions {
             timeout: Some(Duration::from_secs(30)),
             stream_timeout: None,
             connect_timeout: Duration::from_secs(5),
+            keep_alive_interval: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
             resolve_interval: Duration::from_secs(10),
         }
     }

@@ -25,7 +25,7 @@ use tonic::body::Body;
 use tower::{Service, ServiceExt};
 
 use super::{
-    connection::{Connection, Dialer},
+    connection::{Connection, Dialer, KeepAlive},
     error::{ClientError, Result},
     options::ClientOptions,
 };
@@ -290,6 +290,7 @@ struct DialTemplate {
     /// system's certificate store).
     tls: Option<tokio_rustls::TlsConnector>,
     connect_timeout: Duration,
+    keep_alive: KeepAlive,
 }
 
 impl DialTemplate {
@@ -308,6 +309,10 @@ impl DialTemplate {
         Ok(Self {
             tls,
             connect_timeout: options.connect_timeout,
+            keep_alive: KeepAlive {
+                interval: options.keep_alive_interval,
+                timeout: options.keep_alive_timeout,
+            },
         })
     }
 
@@ -336,6 +341,7 @@ impl DialTemplate {
             authority,
             tls,
             connect_timeout: self.connect_timeout,
+            keep_alive: self.keep_alive,
         })
     }
 }

@@ -25,6 +25,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     mode: Arc<AtomicU8>,
     cut: watch::Sender<u64>,
+    frozen: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -35,9 +36,11 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let mode = Arc::new(AtomicU8::new(UP));
         let (cut, _) = watch::channel(0u64);
+        let (frozen, _) = watch::channel(false);
         let task = {
             let mode = mode.clone();
             let cut = cut.clone();
+            let frozen = frozen.clone();
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     let mut cut = cut.subscribe();
@@ -55,13 +58,19 @@ impl Proxy {
                             });
                         }
                         _ => {
+                            let mut frozen = frozen.subscribe();
                             tokio::spawn(async move {
                                 let Ok(mut outbound) = TcpStream::connect(target).await else {
                                     return;
                                 };
+                                let freeze = async {
+                                    let _ = frozen.wait_for(|frozen| *frozen).await;
+                                };
                                 tokio::select! {
                                     _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                                     _ = cut.changed() => {}
+                                    // Both sockets stay open, silent, until cut.
+                                    _ = freeze => { let _ = cut.changed().await; }
                                 }
                             });
                         }
@@ -73,6 +82,7 @@ impl Proxy {
             addr,
             mode,
             cut,
+            frozen,
             task,
         })
     }
@@ -87,8 +97,18 @@ impl Proxy {
         self.set(HUNG);
     }
 
-    /// Forwards again.
+    /// Stops forwarding on open connections without closing them, and
+    /// accepts new ones without answering: a peer that vanished without a
+    /// FIN (a host gone from the network). Only the client's own deadlines
+    /// and keep-alives notice.
+    pub fn freeze(&self) {
+        self.mode.store(HUNG, Ordering::SeqCst);
+        self.frozen.send_replace(true);
+    }
+
+    /// Forwards again (cutting what was open).
     pub fn up(&self) {
+        self.frozen.send_replace(false);
         self.set(UP);
     }
 
