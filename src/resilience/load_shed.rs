@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
 };
 
@@ -23,12 +23,22 @@ pub struct CallerId(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Whose share of the per-caller limit a call takes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Agent(String),
+    /// An unauthenticated caller, by its address (not formatted: this is
+    /// on every call's path).
+    Peer(IpAddr),
+    InProcess,
+}
+
 /// The limits, shared by every request.
 #[derive(Clone)]
 pub struct LoadShedder {
     global: Arc<Semaphore>,
     per_caller: usize,
-    callers: Arc<Mutex<HashMap<String, usize>>>,
+    callers: Arc<Mutex<HashMap<Caller, usize>>>,
 }
 
 impl LoadShedder {
@@ -41,7 +51,7 @@ impl LoadShedder {
     }
 
     /// A slot for one request of `caller`, or `None` when a limit is reached.
-    pub fn admit(&self, caller: &str) -> Option<Admission> {
+    pub fn admit(&self, caller: Caller) -> Option<Admission> {
         let Ok(global) = self.global.clone().try_acquire_owned() else {
             metrics()
                 .requests_shed
@@ -52,7 +62,7 @@ impl LoadShedder {
             return None;
         };
         let mut callers = self.callers.lock().unwrap_or_else(|e| e.into_inner());
-        let count = callers.entry(caller.to_owned()).or_default();
+        let count = callers.entry(caller.clone()).or_default();
         if *count >= self.per_caller {
             metrics()
                 .requests_shed
@@ -65,7 +75,7 @@ impl LoadShedder {
         *count += 1;
         Some(Admission {
             _global: global,
-            caller: caller.to_owned(),
+            caller,
             callers: self.callers.clone(),
         })
     }
@@ -74,8 +84,8 @@ impl LoadShedder {
 /// Holds a request's slots; dropping it (when the response has been produced) frees them.
 pub struct Admission {
     _global: OwnedSemaphorePermit,
-    caller: String,
-    callers: Arc<Mutex<HashMap<String, usize>>>,
+    caller: Caller,
+    callers: Arc<Mutex<HashMap<Caller, usize>>>,
 }
 
 impl Drop for Admission {
@@ -104,11 +114,11 @@ where
         request.extensions().get::<CallerId>(),
         request.extensions().get::<PeerAddr>(),
     ) {
-        (Some(CallerId(id)), _) => id.clone(),
-        (None, Some(PeerAddr(peer))) => peer.ip().to_string(),
-        (None, None) => "in-process".to_owned(),
+        (Some(CallerId(id)), _) => Caller::Agent(id.clone()),
+        (None, Some(PeerAddr(peer))) => Caller::Peer(peer.ip()),
+        (None, None) => Caller::InProcess,
     };
-    let Some(admission) = shedder.admit(&caller) else {
+    let Some(admission) = shedder.admit(caller) else {
         return tonic::Status::resource_exhausted(
             "the broker is at its limit of requests in flight; retry with backoff",
         )
@@ -130,12 +140,13 @@ mod tests {
     #[test]
     fn limits_apply_globally_and_per_caller() {
         let shedder = LoadShedder::new(3, 2);
-        let a1 = shedder.admit("a").unwrap();
-        let _a2 = shedder.admit("a").unwrap();
-        assert!(shedder.admit("a").is_none(), "caller limit");
-        let _b1 = shedder.admit("b").unwrap();
-        assert!(shedder.admit("c").is_none(), "global limit");
+        let agent = |name: &str| Caller::Agent(name.to_owned());
+        let a1 = shedder.admit(agent("a")).unwrap();
+        let _a2 = shedder.admit(agent("a")).unwrap();
+        assert!(shedder.admit(agent("a")).is_none(), "caller limit");
+        let _b1 = shedder.admit(Caller::Peer([127, 0, 0, 1].into())).unwrap();
+        assert!(shedder.admit(agent("c")).is_none(), "global limit");
         drop(a1);
-        assert!(shedder.admit("a").is_some(), "slots come back");
+        assert!(shedder.admit(agent("a")).is_some(), "slots come back");
     }
 }

@@ -35,6 +35,9 @@ use crate::{
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
+/// The same as a header name built once (a `&str` key is parsed and, for a
+/// header HTTP does not define, copied on every insert).
+static REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
 
 /// Axum middleware (with the audit log as state): see the module documentation.
 pub async fn log_requests(State(audit): State<AuditLog>, request: Request, next: Next) -> Response {
@@ -60,8 +63,11 @@ where
         .and_then(|v| v.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(new_request_id, str::to_owned);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID, value);
+    let request_id_value = HeaderValue::from_str(&request_id).ok();
+    if let Some(value) = &request_id_value {
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER.clone(), value.clone());
     }
     let span = tracing::info_span!(
         "request",
@@ -82,8 +88,10 @@ where
     });
     metrics().requests_in_flight.inc();
     let mut response = next(request).instrument(span.clone()).await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+    if let Some(value) = request_id_value {
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER.clone(), value);
     }
     let mut entry = Entry {
         method,
