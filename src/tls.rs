@@ -15,12 +15,7 @@ pub fn server_config(
     client_ca: Option<&Path>,
 ) -> anyhow::Result<Arc<ServerConfig>> {
     let certs = read_certs(cert, "BROKER_TLS_CERT")?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        anyhow::anyhow!(
-            "BROKER_TLS_KEY {}: no private key found ({e})",
-            key.display()
-        )
-    })?;
+    let key = read_key(key, "BROKER_TLS_KEY")?;
     let builder = ServerConfig::builder();
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
@@ -80,12 +75,7 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let certs = read_certs(cert, "BROKER_CLIENT_CERT")?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                anyhow::anyhow!(
-                    "BROKER_CLIENT_KEY {}: no private key found ({e})",
-                    key.display()
-                )
-            })?;
+            let key = read_key(key, "BROKER_CLIENT_KEY")?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {
                 anyhow::anyhow!("BROKER_CLIENT_CERT/BROKER_CLIENT_KEY do not match: {e}")
             })?
@@ -93,6 +83,11 @@ pub fn client_config(
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+fn read_key(path: &Path, variable: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| anyhow::anyhow!("{variable} {}: no private key found ({e})", path.display()))
 }
 
 fn read_certs(path: &Path, variable: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -39,19 +39,33 @@ pub struct Row {
     columns: Arc<HashMap<String, usize>>,
     /// The encoded `broker.v1.Row` (empty once decoded up front).
     encoded: Bytes,
-    values: OnceLock<Result<Vec<proto::Value>, String>>,
+    values: Decoded,
 }
+
+/// A row's values once decoded, or why they could not be.
+type Decoded = OnceLock<Result<Vec<proto::Value>, String>>;
 
 impl Rows {
     /// Rows already decoded (an Execute's RETURNING rows).
     pub(crate) fn new(columns: Vec<proto::Column>, rows: Vec<proto::Row>, truncated: bool) -> Self {
-        let index = index(&columns);
         let rows = rows
             .into_iter()
-            .map(|row| Row {
+            .map(|row| (Bytes::new(), OnceLock::from(Ok(row.values))));
+        Self::assemble(columns, truncated, rows)
+    }
+
+    /// Rows from each row's encoding and values, one of them still to come.
+    fn assemble(
+        columns: Vec<proto::Column>,
+        truncated: bool,
+        rows: impl Iterator<Item = (Bytes, Decoded)>,
+    ) -> Self {
+        let index = index(&columns);
+        let rows = rows
+            .map(|(encoded, values)| Row {
                 columns: index.clone(),
-                encoded: Bytes::new(),
-                values: OnceLock::from(Ok(row.values)),
+                encoded,
+                values,
             })
             .collect();
         Self {
@@ -81,21 +95,11 @@ impl Rows {
 
 impl From<QueryAnswer> for Rows {
     fn from(answer: QueryAnswer) -> Self {
-        let index = index(&answer.columns);
         let rows = answer
             .rows
             .into_iter()
-            .map(|encoded| Row {
-                columns: index.clone(),
-                encoded,
-                values: OnceLock::new(),
-            })
-            .collect();
-        Self {
-            columns: answer.columns,
-            rows,
-            truncated: answer.truncated,
-        }
+            .map(|encoded| (encoded, OnceLock::new()));
+        Self::assemble(answer.columns, answer.truncated, rows)
     }
 }
 
