@@ -60,7 +60,7 @@ impl Service<http::Request<Body>> for Transport {
                 Box::pin(async move {
                     let member = member?;
                     let result = member.connection.call(request).await;
-                    if result.is_err() {
+                    if result.as_ref().is_err_and(unreachable) {
                         member.set_aside();
                     }
                     result
@@ -75,6 +75,15 @@ impl Service<http::Request<Body>> for Transport {
             }
         }
     }
+}
+
+/// Whether a call's failure says the address cannot be reached (a
+/// deadline that passed does not: the broker may just be slow to answer).
+fn unreachable(error: &BoxError) -> bool {
+    error.downcast_ref::<tonic::ConnectError>().is_some()
+        || error
+            .downcast_ref::<tonic::Status>()
+            .is_some_and(|status| status.code() == tonic::Code::Unavailable)
 }
 
 /// One broker URL as given (`http://broker.ca-a2a.local:8000`).
@@ -349,6 +358,21 @@ impl DialTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_unreachable_addresses_are_set_aside() {
+        let boxed = |e: Box<dyn std::error::Error + Send + Sync>| e;
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(unreachable(&boxed(Box::new(tonic::ConnectError(
+            Box::new(refused)
+        )))));
+        assert!(unreachable(&boxed(Box::new(tonic::Status::unavailable(
+            "closed"
+        )))));
+        assert!(!unreachable(&boxed(Box::new(
+            tonic::Status::deadline_exceeded("slow")
+        ))));
+    }
 
     #[test]
     fn urls_parse_with_default_ports_and_schemes() {
