@@ -9,8 +9,9 @@
 //! for in throughput (README, "Performance").
 //!
 //! The connection is opened on the first call and again on the first call
-//! after it failed; a call that finds the connection closed before its
-//! request went out is sent once more on a new one.
+//! after it closed; a call that finds the connection unable to take it
+//! (closed, draining after a GOAWAY, out of stream ids) before its request
+//! went out is sent once more on a new one.
 
 use std::{
     net::SocketAddr,
