@@ -20,12 +20,7 @@ pub fn server_config(
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for ca in read_certs(path, "BROKER_TLS_CLIENT_CA")? {
-                roots
-                    .add(ca)
-                    .map_err(|e| anyhow::anyhow!("BROKER_TLS_CLIENT_CA {}: {e}", path.display()))?;
-            }
+            let roots = read_roots(path, "BROKER_TLS_CLIENT_CA")?;
             let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
                 .build()
                 .map_err(|e| anyhow::anyhow!("BROKER_TLS_CLIENT_CA {}: {e}", path.display()))?;
@@ -47,16 +42,10 @@ pub fn client_config(
     ca: Option<&Path>,
     identity: Option<(&Path, &Path)>,
 ) -> anyhow::Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for ca in read_certs(path, "BROKER_CA_CERT")? {
-                roots
-                    .add(ca)
-                    .map_err(|e| anyhow::anyhow!("BROKER_CA_CERT {}: {e}", path.display()))?;
-            }
-        }
+    let roots = match ca {
+        Some(path) => read_roots(path, "BROKER_CA_CERT")?,
         None => {
+            let mut roots = RootCertStore::empty();
             let native = rustls_native_certs::load_native_certs();
             let (added, _ignored) = roots.add_parsable_certificates(native.certs);
             if added == 0 {
@@ -68,8 +57,9 @@ pub fn client_config(
                         .map_or_else(|| "the store is empty".to_owned(), ToString::to_string)
                 );
             }
+            roots
         }
-    }
+    };
     let builder = ClientConfig::builder().with_root_certificates(roots);
     let mut config = match identity {
         None => builder.with_no_client_auth(),
@@ -83,6 +73,17 @@ pub fn client_config(
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The CA certificates in a PEM file, as trust roots.
+fn read_roots(path: &Path, variable: &str) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(path, variable)? {
+        roots
+            .add(ca)
+            .map_err(|e| anyhow::anyhow!("{variable} {}: {e}", path.display()))?;
+    }
+    Ok(roots)
 }
 
 fn read_key(path: &Path, variable: &str) -> anyhow::Result<PrivateKeyDer<'static>> {

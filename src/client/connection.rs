@@ -36,7 +36,7 @@ use tokio::{
 };
 use tonic::{Code, ConnectError, Status, body::Body};
 
-use crate::{resilience::deadline::parse_grpc_timeout, server::MAX_FRAME_BYTES};
+use crate::{resilience::deadline::grpc_timeout, server::MAX_FRAME_BYTES};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -103,12 +103,7 @@ impl Connection {
         &self,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, BoxError> {
-        let deadline = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        match deadline {
+        match grpc_timeout(request.headers()) {
             None => self.exchange(request).await,
             Some(deadline) => tokio::time::timeout(deadline, self.exchange(request))
                 .await
@@ -213,37 +208,39 @@ impl Connection {
     }
 
     async fn dial(&self, generation: u64) -> Result<SendRequest<Bytes>, BoxError> {
+        let addr = self.dialer.addr;
+        let tcp = self
+            .within("connecting to", TcpStream::connect(addr))
+            .await?;
+        tcp.set_nodelay(true).map_err(connect_error)?;
+        match &self.dialer.tls {
+            None => self.handshake(tcp, generation).await,
+            Some((connector, name)) => {
+                let handshake = connector.connect(name.clone(), tcp);
+                let tls = self.within("the TLS handshake with", handshake).await?;
+                self.handshake(tls, generation).await
+            }
+        }
+    }
+
+    /// One step of dialling, within the connect timeout; a failure is a
+    /// `ConnectError` (UNAVAILABLE: the broker never saw the call).
+    async fn within<T>(
+        &self,
+        step: &str,
+        future: impl Future<Output = std::io::Result<T>>,
+    ) -> Result<T, BoxError> {
         let Dialer {
             addr,
             connect_timeout,
             ..
         } = self.dialer;
-        let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                connect_error(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "connecting to the broker at {addr} took longer than {connect_timeout:?}"
-                    ),
-                ))
-            })?
-            .map_err(connect_error)?;
-        tcp.set_nodelay(true).map_err(connect_error)?;
-        match &self.dialer.tls {
-            None => self.handshake(tcp, generation).await,
-            Some((connector, name)) => {
-                let tls = tokio::time::timeout(connect_timeout, connector.connect(name.clone(), tcp))
-                    .await
-                    .map_err(|_| {
-                        connect_error(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("the TLS handshake with the broker at {addr} took longer than {connect_timeout:?}"),
-                        ))
-                    })?
-                    .map_err(connect_error)?;
-                self.handshake(tls, generation).await
-            }
+        match tokio::time::timeout(connect_timeout, future).await {
+            Ok(result) => result.map_err(connect_error),
+            Err(_) => Err(connect_error(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{step} the broker at {addr} took longer than {connect_timeout:?}"),
+            ))),
         }
     }
 

@@ -22,7 +22,10 @@ use super::{
     error::{ClientError, Result},
     values::{FromValue, to_json},
 };
-use crate::proto;
+use crate::proto::{
+    self,
+    query_response_fields::{COLUMNS, ROWS, TRUNCATED},
+};
 
 /// The rows of a Query (or of an Execute with RETURNING).
 #[derive(Debug, Clone, Default)]
@@ -173,11 +176,6 @@ pub struct QueryAnswer {
     rows: Vec<Bytes>,
     truncated: bool,
 }
-
-/// Field numbers of `broker.v1.QueryResponse`.
-const COLUMNS: u32 = 1;
-const ROWS: u32 = 2;
-const TRUNCATED: u32 = 3;
 
 impl Message for QueryAnswer {
     fn encode_raw(&self, buf: &mut impl BufMut) {

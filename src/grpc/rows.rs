@@ -21,13 +21,12 @@ use tonic::Status;
 use super::convert;
 use crate::{
     database::{self, Cell, Column, Rows},
-    proto,
+    proto::{
+        self,
+        query_response_fields::{COLUMNS, ROWS, TRUNCATED},
+    },
 };
 
-/// Field numbers of `broker.v1.QueryResponse`.
-const COLUMNS: u32 = 1;
-const ROWS: u32 = 2;
-const TRUNCATED: u32 = 3;
 /// `broker.v1.Column.name`, `broker.v1.Column.type`.
 const COLUMN_NAME: u32 = 1;
 const COLUMN_TYPE: u32 = 2;

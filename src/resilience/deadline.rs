@@ -94,10 +94,7 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let asked = request
-        .headers()
-        .get("grpc-timeout")
-        .and_then(|v| parse_grpc_timeout(v.to_str().ok()?));
+    let asked = grpc_timeout(request.headers());
     let shape = Shape::of(request.uri().path());
     let Some(timeout) = deadlines.for_call(request.uri().path(), asked) else {
         return next(request).await;
@@ -184,8 +181,13 @@ impl http_body::Body for DeadlineBody {
     }
 }
 
+/// The deadline a call's `grpc-timeout` header asks for, if it is valid.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+}
+
 /// Parses gRPC's `grpc-timeout` header: up to 8 digits and a unit.
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
