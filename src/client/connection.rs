@@ -311,11 +311,14 @@ impl KeepAlive {
     }
 }
 
-/// Sends the request body, waiting for flow-control room before reading
-/// more of it (the body may be a file streamed by PutObject). `Err` is the
-/// caller's body failing (the stream is then reset). A failure to send is
-/// only logged: the answer's future reports it, or the broker's answer if
-/// one came first (a refusal that reset the stream while it was sent).
+/// Sends the request body frame by frame. The first frame goes out at
+/// once, in the same write as the request's HEADERS (a unary call is one
+/// write, not two); each further frame waits for flow-control room first,
+/// so at most one frame of a large body (a file streamed by PutObject) is
+/// read ahead of what the broker's window takes. `Err` is the caller's body
+/// failing (the stream is then reset). A failure to send is only logged:
+/// the answer's future reports it, or the broker's answer if one came first
+/// (a refusal that reset the stream while it was sent).
 async fn send_body(mut body: Body, mut stream: h2::SendStream<Bytes>) -> Result<(), Status> {
     match pipe(&mut body, &mut stream).await {
         Ok(()) => Ok(()),
@@ -339,20 +342,16 @@ async fn pipe(body: &mut Body, stream: &mut h2::SendStream<Bytes>) -> Result<(),
     if body.is_end_stream() {
         return Ok(());
     }
+    let mut first = true;
     loop {
-        stream.reserve_capacity(1);
-        while stream.capacity() == 0 {
-            match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(Failure::Send(e)),
-                // The stream is closed; the answer says why.
-                None => return Ok(()),
-            }
-        }
         let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
         match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
+                    if !std::mem::take(&mut first) && !room(stream).await? {
+                        // The stream is closed; the answer says why.
+                        return Ok(());
+                    }
                     let end = body.is_end_stream();
                     stream.send_data(data, end).map_err(Failure::Send)?;
                     if end {
@@ -373,6 +372,20 @@ async fn pipe(body: &mut Body, stream: &mut h2::SendStream<Bytes>) -> Result<(),
             }
         }
     }
+}
+
+/// Waits until the stream may send more: what was sent before has left
+/// h2's buffer within the broker's window. `false` when the stream closed.
+async fn room(stream: &mut h2::SendStream<Bytes>) -> Result<bool, Failure> {
+    stream.reserve_capacity(1);
+    while stream.capacity() == 0 {
+        match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(Failure::Send(e)),
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// The answer's body: DATA frames (their window given back as they are

@@ -17,7 +17,7 @@ use super::{Cell, DatabaseError, Value};
 type BoxError = Box<dyn Error + Sync + Send>;
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Checks parameters against a prepared statement's before anything runs.
 pub fn check_params(expected: &[Type], params: &[Value]) -> Result<(), DatabaseError> {

@@ -21,7 +21,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use bb8::{Pool, PooledConnection};
 
 pub use checks::{MAX_PARAMS, MAX_SQL_BYTES, MAX_TRANSACTION_STATEMENTS};
-pub use codec::decode;
+pub use codec::{PG_EPOCH_MICROS, decode};
 pub use error::DatabaseError;
 pub use schema::SCHEMA_TABLES;
 pub use value::{Cell, Column, ExecuteResult, RawCells, Rows, Statement, Value, bytea_hex};

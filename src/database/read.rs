@@ -29,7 +29,7 @@ use postgres_types::ToSql;
 use tokio::time::Instant;
 
 use super::{
-    DatabaseError, Limits,
+    Column, DatabaseError, Limits, Rows,
     codec::{self, Param},
     pipeline::{self, Job, Outcome, Run},
     rows::{Caps, Collector, RowError},
@@ -302,12 +302,21 @@ async fn answers(
         rows: job.limit as usize,
         bytes: limits.max_result_bytes,
     };
-    let mut collector = Collector::new(caps);
-    let mut truncated = false;
+    let mut rows = Gathering {
+        collector: Collector::new(caps),
+        cells: prepared.columns.len(),
+        truncated: false,
+    };
     let mut failed: Option<DatabaseError> = None;
     let mut leaving = false;
     let mut completed = 0;
     let error = loop {
+        if completed == preamble && failed.is_none() {
+            // The statement's rows already read: taken in one go.
+            if let Err(e) = conn.buffered_rows(|row| rows.take(row)) {
+                failed = Some(row_failed(e, conn, &mut leaving, cancelled)?);
+            }
+        }
         let message = tokio::select! {
             biased;
             message = conn.next() => message?,
@@ -331,23 +340,9 @@ async fn answers(
                 }
             }
             Message::DataRow(_) if completed != preamble || failed.is_some() => {}
-            Message::DataRow(_) if collector.full() => truncated = true,
             Message::DataRow(row) => {
-                match collector.push_row(row.buffer(), prepared.columns.len()) {
-                    Ok(()) => {}
-                    Err(RowError::Malformed) => {
-                        return Err(WireError::Broken("a row does not match its columns".into()));
-                    }
-                    Err(e @ RowError::TooLarge(_)) => {
-                        // Past the byte cap: the statement is stopped and
-                        // the rest of its rows dropped as they come.
-                        failed = Some(e.into_database());
-                        if !leaving {
-                            leaving = true;
-                            *cancelled = true;
-                            conn.cancel_running();
-                        }
-                    }
+                if let Err(e) = rows.take(row.buffer()) {
+                    failed = Some(row_failed(e, conn, &mut leaving, cancelled)?);
                 }
             }
             Message::ErrorResponse(e) => {
@@ -364,7 +359,7 @@ async fn answers(
     let Some((error, before_statement)) = error else {
         return Ok(Answer::Ran(Outcome::Done(match failed {
             Some(error) => Err(error),
-            None => Ok(collector.finish(prepared.columns.clone(), truncated)),
+            None => Ok(rows.finish(prepared.columns.clone())),
         })));
     };
     // PostgreSQL skips what follows up to the Sync.
@@ -398,6 +393,52 @@ async fn answers(
         e => Outcome::Done(Err(WireError::Server(e).into())),
     };
     Ok(Answer::Failed(outcome))
+}
+
+/// A statement's rows as they are read, within its caps.
+struct Gathering {
+    collector: Collector,
+    /// Cells per row.
+    cells: usize,
+    /// A row past the row cap came (and was dropped).
+    truncated: bool,
+}
+
+impl Gathering {
+    /// Keeps one row (a DataRow's cells, after the count).
+    fn take(&mut self, row: &[u8]) -> Result<(), RowError> {
+        if self.collector.full() {
+            self.truncated = true;
+            return Ok(());
+        }
+        self.collector.push_row(row, self.cells)
+    }
+
+    fn finish(self, columns: Arc<[Column]>) -> Rows {
+        self.collector.finish(columns, self.truncated)
+    }
+}
+
+/// A row could not be kept: one that does not match its columns breaks the
+/// connection; past the byte cap, the statement is stopped and the rest of
+/// its rows are dropped as they come (the caller's error is returned).
+fn row_failed(
+    e: RowError,
+    conn: &WireConnection,
+    leaving: &mut bool,
+    cancelled: &mut bool,
+) -> Result<DatabaseError, WireError> {
+    match e {
+        RowError::Malformed => Err(WireError::Broken("a row does not match its columns".into())),
+        e @ RowError::TooLarge(_) => {
+            if !*leaving {
+                *leaving = true;
+                *cancelled = true;
+                conn.cancel_running();
+            }
+            Ok(e.into_database())
+        }
+    }
 }
 
 fn is_stale_plan(e: &ServerError) -> bool {

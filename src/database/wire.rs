@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::{
     authentication::{
@@ -441,6 +441,14 @@ impl WireConnection {
         Ok(result?)
     }
 
+    /// Takes the DataRows already read, one after another, without a wait
+    /// or an allocation per row: `take` gets each row's cells (after the
+    /// cell count) and may stop the run with an error. Stops at the first
+    /// other message or partly read one, left for [`Self::next`].
+    pub fn buffered_rows<E>(&mut self, take: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        buffered_rows(&mut self.input, self.max_message, take)
+    }
+
     /// The next message that answers a request (notices, parameter reports
     /// and notifications are skipped).
     pub async fn next(&mut self) -> WireResult<Message> {
@@ -730,5 +738,119 @@ impl bb8::ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut WireConnection) -> bool {
         !conn.reusable()
+    }
+}
+
+/// [`WireConnection::buffered_rows`] on the bytes read so far.
+fn buffered_rows<E>(
+    input: &mut BytesMut,
+    max_message: usize,
+    mut take: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    // The tag, the length (itself included) and the cell count.
+    const HEAD: usize = 1 + 4 + 2;
+    while let Some(&[b'D', a, b, c, d]) = input.first_chunk::<5>() {
+        let Ok(len) = usize::try_from(i32::from_be_bytes([a, b, c, d])) else {
+            break;
+        };
+        let end = len + 1;
+        if end < HEAD || end > max_message || end > input.len() {
+            break;
+        }
+        let row = take(&input[HEAD..end]);
+        input.advance(end);
+        row?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BufMut;
+
+    use super::*;
+
+    /// A DataRow of `cells` as PostgreSQL writes it.
+    fn data_row(cells: &[&[u8]]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.put_i16(cells.len() as i16);
+        for cell in cells {
+            body.put_i32(cell.len() as i32);
+            body.put_slice(cell);
+        }
+        let mut message = vec![b'D'];
+        message.put_i32(body.len() as i32 + 4);
+        message.extend(body);
+        message
+    }
+
+    fn command_complete() -> Vec<u8> {
+        let mut message = vec![b'C'];
+        message.put_i32(4 + 9);
+        message.put_slice(b"SELECT 2\0");
+        message
+    }
+
+    fn rows_taken(input: &mut BytesMut, max_message: usize) -> Vec<Vec<u8>> {
+        let mut rows = Vec::new();
+        buffered_rows::<()>(input, max_message, |row| {
+            rows.push(row.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        rows
+    }
+
+    #[test]
+    fn buffered_rows_are_taken_up_to_the_first_other_message() {
+        let (one, two) = (data_row(&[b"a", b"bc"]), data_row(&[b""]));
+        let mut input = BytesMut::new();
+        for message in [&one, &two, &command_complete(), &one] {
+            input.extend_from_slice(message);
+        }
+        let rows = rows_taken(&mut input, 1024);
+        assert_eq!(rows, vec![one[7..].to_vec(), two[7..].to_vec()]);
+        // What follows is left, whole, for the message parser.
+        assert!(matches!(
+            Message::parse(&mut input).unwrap(),
+            Some(Message::CommandComplete(_))
+        ));
+        assert_eq!(rows_taken(&mut input, 1024).len(), 1);
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn partial_oversized_or_failing_rows_stop_the_run() {
+        let row = data_row(&[b"abcdef"]);
+        let mut partial = BytesMut::from(&row[..row.len() - 1]);
+        assert!(rows_taken(&mut partial, 1024).is_empty());
+        assert_eq!(
+            partial.len(),
+            row.len() - 1,
+            "a partial row stays to be read"
+        );
+
+        let mut large = BytesMut::from(&row[..]);
+        assert!(rows_taken(&mut large, row.len() - 1).is_empty());
+        assert_eq!(
+            large.len(),
+            row.len(),
+            "an oversized row is left for next()"
+        );
+
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&row);
+        two.extend_from_slice(&row);
+        let mut calls = 0;
+        let result = buffered_rows(&mut two, 1024, |_| {
+            calls += 1;
+            Err("refused")
+        });
+        assert_eq!((result, calls), (Err("refused"), 1));
+        assert_eq!(
+            two.len(),
+            row.len(),
+            "the refused row is consumed, the next is not"
+        );
     }
 }

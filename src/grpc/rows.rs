@@ -1,21 +1,27 @@
 //! Result rows from PostgreSQL's cells to Protobuf.
 //!
-//! A Query's answer is written straight from the cells PostgreSQL sent:
-//! each cell is decoded in place ([`Cell`] borrows text and bytes from the
-//! row) and written as a `broker.v1.Value`, with no `Value`, `proto::Value`
-//! or `String` per cell in between. The server's stubs carry it as
+//! A Query's answer is written straight from the cells PostgreSQL sent,
+//! each as a `broker.v1.Value`, with no `Value`, `proto::Value` or `String`
+//! per cell in between. The common column types (integers, floats, bool,
+//! text, bytea, timestamps, json) are written from their binary form by a
+//! [`Shortcut`] chosen once per column; the rest are decoded in place
+//! ([`Cell`] borrows text and bytes from the row). Both give the same bytes. The server's stubs carry it as
 //! [`QueryResponse`] (`build.rs` names it for `broker.v1.QueryResponse`);
 //! on the wire it is that message, byte for byte what the generated type
 //! would send. Execute and Transaction answers, off the hot path, use the
 //! generated types ([`proto_rows`]).
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, BytesMut};
+use postgres_types::Type;
 use prost::{
     DecodeError, Message,
     encoding::{
         DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, skip_field,
     },
 };
+use prost_types::Timestamp;
 use tonic::Status;
 
 use super::convert;
@@ -58,18 +64,22 @@ impl QueryResponse {
         for column in rows.columns.iter() {
             put_column(column, &mut out);
         }
+        let shortcuts: Vec<Shortcut> = rows.columns.iter().map(|c| Shortcut::of(&c.ty)).collect();
         let mut cells = Vec::with_capacity(rows.columns.len());
         for raw in rows.iter() {
             cells.clear();
-            for (raw, column) in raw.zip(rows.columns.iter()) {
-                let cell = database::decode(&column.ty, raw)?;
-                let length = value_len(&cell);
+            for ((raw, shortcut), column) in raw.zip(&shortcuts).zip(rows.columns.iter()) {
+                let cell = match shortcut.write(raw) {
+                    Some(cell) => cell,
+                    None => Out::from(database::decode(&column.ty, raw)?),
+                };
+                let length = cell.len();
                 cells.push((cell, length));
             }
             let length = cells.iter().map(|(_, length)| delimited_len(*length)).sum();
             put_header(ROWS, length, &mut out);
             for (cell, length) in &cells {
-                put_value(cell, *length, &mut out);
+                cell.put(*length, &mut out);
             }
         }
         if rows.truncated {
@@ -170,41 +180,152 @@ fn delimited_len(length: usize) -> usize {
     1 + encoded_len_varint(length as u64) + length
 }
 
-/// The encoded size of a `broker.v1.Value` holding `cell`. Its `kind` is a
-/// oneof: the field is written even when it holds a default value.
-fn value_len(cell: &Cell<'_>) -> usize {
-    match cell {
-        Cell::Null | Cell::Bool(_) => 2,
-        Cell::Int(i) => 1 + encoded_len_varint(*i as u64),
-        Cell::Double(_) => 1 + 8,
-        Cell::Text(s) | Cell::Json(s) => delimited_len(s.len()),
-        Cell::Numeric(s) => delimited_len(s.len()),
-        Cell::Bytes(b) => delimited_len(b.len()),
-        Cell::Timestamp(t) => delimited_len(convert::timestamp(*t).encoded_len()),
+/// PostgreSQL's timestamps (microseconds since 2000) within this many
+/// microseconds of 2000 are written directly; the rest (`infinity`, years
+/// past 250,000) go through [`database::decode`], which knows their limits.
+const DIRECT_MICROS: i64 = 8_000_000_000_000_000_000;
+
+/// How a column's cells are written without being decoded into a [`Cell`]:
+/// chosen once per column, not per cell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shortcut {
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Bool,
+    Text,
+    Bytea,
+    Timestamp,
+    Json,
+    Jsonb,
+    /// Decoded into a [`Cell`] first.
+    None,
+}
+
+impl Shortcut {
+    fn of(ty: &Type) -> Self {
+        match *ty {
+            Type::INT2 => Self::Int2,
+            Type::INT4 => Self::Int4,
+            Type::INT8 => Self::Int8,
+            Type::FLOAT4 => Self::Float4,
+            Type::FLOAT8 => Self::Float8,
+            Type::BOOL => Self::Bool,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::XML => {
+                Self::Text
+            }
+            Type::BYTEA => Self::Bytea,
+            Type::TIMESTAMPTZ | Type::TIMESTAMP => Self::Timestamp,
+            Type::JSON => Self::Json,
+            Type::JSONB => Self::Jsonb,
+            _ => Self::None,
+        }
+    }
+
+    /// The cell as it is written, or `None` when it must be decoded first:
+    /// the column has no shortcut, or the cell is one the shortcut leaves
+    /// to the decoder (a malformed value, whose error the decoder words).
+    fn write<'a>(self, raw: Option<&'a [u8]>) -> Option<Out<'a>> {
+        let Some(raw) = raw else {
+            return Some(Out::Varint(NULL, prost_types::NullValue::NullValue as u64));
+        };
+        let text = |raw: &'a [u8]| std::str::from_utf8(raw).ok().map(str::as_bytes);
+        Some(match self {
+            Self::Int2 => Out::Varint(INT, i64::from(i16::from_be_bytes(fixed(raw)?)) as u64),
+            Self::Int4 => Out::Varint(INT, i64::from(i32::from_be_bytes(fixed(raw)?)) as u64),
+            Self::Int8 => Out::Varint(INT, i64::from_be_bytes(fixed(raw)?) as u64),
+            Self::Float4 => Out::Double(f32::from_be_bytes(fixed(raw)?).into()),
+            Self::Float8 => Out::Double(f64::from_be_bytes(fixed(raw)?)),
+            Self::Bool => Out::Varint(BOOL, u64::from(fixed::<1>(raw)?[0] != 0)),
+            Self::Text => Out::Delimited(STRING, Cow::Borrowed(text(raw)?)),
+            Self::Bytea => Out::Delimited(BYTES, Cow::Borrowed(raw)),
+            Self::Json => Out::Delimited(JSON, Cow::Borrowed(text(raw)?)),
+            Self::Jsonb => match raw.split_first() {
+                Some((1, json)) => Out::Delimited(JSON, Cow::Borrowed(text(json)?)),
+                _ => return None,
+            },
+            Self::Timestamp => {
+                let micros = i64::from_be_bytes(fixed(raw)?);
+                if !(-DIRECT_MICROS..=DIRECT_MICROS).contains(&micros) {
+                    return None;
+                }
+                let unix = micros + database::PG_EPOCH_MICROS;
+                Out::Timestamp(Timestamp {
+                    seconds: unix.div_euclid(1_000_000),
+                    nanos: (unix.rem_euclid(1_000_000) * 1_000) as i32,
+                })
+            }
+            Self::None => return None,
+        })
     }
 }
 
-/// Writes `cell`, whose `broker.v1.Value` is `length` bytes
-/// ([`value_len`]), as one element of `broker.v1.Row.values`.
-fn put_value(cell: &Cell<'_>, length: usize, out: &mut BytesMut) {
-    put_header(ROW_VALUES, length, out);
-    match cell {
-        Cell::Null => put_varint(NULL, prost_types::NullValue::NullValue as u64, out),
-        Cell::Bool(b) => put_varint(BOOL, u64::from(*b), out),
-        Cell::Int(i) => put_varint(INT, *i as u64, out),
-        Cell::Double(d) => {
-            encode_key(DOUBLE, WireType::SixtyFourBit, out);
-            out.put_f64_le(*d);
+/// A binary value of exactly `N` bytes.
+fn fixed<const N: usize>(raw: &[u8]) -> Option<[u8; N]> {
+    raw.try_into().ok()
+}
+
+/// A cell as it is written: the `kind` field of its `broker.v1.Value`.
+#[derive(Debug, Clone)]
+enum Out<'a> {
+    /// `null_value`, `bool_value`, `int_value`.
+    Varint(u32, u64),
+    Double(f64),
+    /// `string_value`, `bytes_value`, `json_value`, `numeric_value`.
+    Delimited(u32, Cow<'a, [u8]>),
+    Timestamp(Timestamp),
+}
+
+impl<'a> From<Cell<'a>> for Out<'a> {
+    fn from(cell: Cell<'a>) -> Self {
+        let text = |s: Cow<'a, str>| match s {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        };
+        match cell {
+            Cell::Null => Self::Varint(NULL, prost_types::NullValue::NullValue as u64),
+            Cell::Bool(b) => Self::Varint(BOOL, u64::from(b)),
+            Cell::Int(i) => Self::Varint(INT, i as u64),
+            Cell::Double(d) => Self::Double(d),
+            Cell::Text(s) => Self::Delimited(STRING, text(s)),
+            Cell::Bytes(b) => Self::Delimited(BYTES, Cow::Borrowed(b)),
+            Cell::Timestamp(t) => Self::Timestamp(convert::timestamp(t)),
+            Cell::Json(s) => Self::Delimited(JSON, text(s)),
+            Cell::Numeric(s) => Self::Delimited(NUMERIC, Cow::Owned(s.into_bytes())),
         }
-        Cell::Text(s) => put_delimited(STRING, s.as_bytes(), out),
-        Cell::Bytes(b) => put_delimited(BYTES, b, out),
-        Cell::Timestamp(t) => {
-            let timestamp = convert::timestamp(*t);
-            put_header(TIMESTAMP, timestamp.encoded_len(), out);
-            timestamp.encode_raw(out);
+    }
+}
+
+impl Out<'_> {
+    /// The encoded size of the `broker.v1.Value`. Its `kind` is a oneof:
+    /// the field is written even when it holds a default value.
+    fn len(&self) -> usize {
+        match self {
+            Self::Varint(_, v) => 1 + encoded_len_varint(*v),
+            Self::Double(_) => 1 + 8,
+            Self::Delimited(_, b) => delimited_len(b.len()),
+            Self::Timestamp(t) => delimited_len(t.encoded_len()),
         }
-        Cell::Json(s) => put_delimited(JSON, s.as_bytes(), out),
-        Cell::Numeric(s) => put_delimited(NUMERIC, s.as_bytes(), out),
+    }
+
+    /// Writes the cell, whose `broker.v1.Value` is `length` bytes
+    /// ([`Out::len`]), as one element of `broker.v1.Row.values`.
+    fn put(&self, length: usize, out: &mut BytesMut) {
+        put_header(ROW_VALUES, length, out);
+        match self {
+            Self::Varint(tag, v) => put_varint(*tag, *v, out),
+            Self::Double(d) => {
+                encode_key(DOUBLE, WireType::SixtyFourBit, out);
+                out.put_f64_le(*d);
+            }
+            Self::Delimited(tag, b) => put_delimited(*tag, b, out),
+            Self::Timestamp(t) => {
+                put_header(TIMESTAMP, t.encoded_len(), out);
+                t.encode_raw(out);
+            }
+        }
     }
 }
 
@@ -253,9 +374,9 @@ mod tests {
     use std::{borrow::Cow, sync::Arc};
 
     use chrono::{DateTime, Utc};
-    use postgres_types::Type;
 
     use super::*;
+    use crate::database::PG_EPOCH_MICROS;
 
     fn cells() -> Vec<Cell<'static>> {
         let at = |s: i64, n: u32| Cell::Timestamp(DateTime::<Utc>::from_timestamp(s, n).unwrap());
@@ -288,14 +409,101 @@ mod tests {
     fn each_cell_encodes_as_the_generated_types_would() {
         for cell in cells() {
             let mut ours = BytesMut::new();
-            put_value(&cell, value_len(&cell), &mut ours);
+            let out = Out::from(cell.clone());
+            out.put(out.len(), &mut ours);
             let generated = proto::Row {
                 values: vec![proto_value(cell.clone())],
             }
             .encode_to_vec();
             assert_eq!(&ours[..], &generated[..], "{cell:?}");
-            assert_eq!(ours.len(), delimited_len(value_len(&cell)), "{cell:?}");
+            assert_eq!(ours.len(), delimited_len(out.len()), "{cell:?}");
         }
+    }
+
+    /// Binary cells of each type with a shortcut, as PostgreSQL sends them,
+    /// among them ones the shortcut leaves to the decoder.
+    fn raw_cells() -> Vec<(Type, Vec<u8>)> {
+        let micros = |m: i64| m.to_be_bytes().to_vec();
+        let mut cells = vec![
+            (Type::INT2, (-3i16).to_be_bytes().to_vec()),
+            (Type::INT2, i16::MAX.to_be_bytes().to_vec()),
+            (Type::INT4, i32::MIN.to_be_bytes().to_vec()),
+            (Type::INT4, 0i32.to_be_bytes().to_vec()),
+            (Type::INT8, i64::MIN.to_be_bytes().to_vec()),
+            (Type::INT8, 42i64.to_be_bytes().to_vec()),
+            (Type::INT8, vec![1, 2, 3]),
+            (Type::FLOAT4, 1.5f32.to_be_bytes().to_vec()),
+            (Type::FLOAT4, f32::NAN.to_be_bytes().to_vec()),
+            (Type::FLOAT8, (-0.0f64).to_be_bytes().to_vec()),
+            (Type::FLOAT8, 1e300f64.to_be_bytes().to_vec()),
+            (Type::BOOL, vec![1]),
+            (Type::BOOL, vec![0]),
+            (Type::BOOL, vec![2]),
+            (Type::BOOL, vec![]),
+            (Type::TEXT, b"h\xc3\xa9llo".to_vec()),
+            (Type::VARCHAR, Vec::new()),
+            (Type::NAME, b"pg_class".to_vec()),
+            (Type::TEXT, vec![0xff, 0xfe]),
+            (Type::BYTEA, vec![0, 1, 255]),
+            (Type::BYTEA, Vec::new()),
+            (Type::JSON, br#"{"a": 1}"#.to_vec()),
+            (Type::JSONB, b"\x01[1, 2]".to_vec()),
+            (Type::JSONB, b"\x02[1]".to_vec()),
+            (Type::JSONB, Vec::new()),
+        ];
+        for m in [
+            0,
+            1,
+            -1,
+            999_999,
+            1_000_000,
+            -1_000_001,
+            -PG_EPOCH_MICROS,
+            -PG_EPOCH_MICROS - 1,
+            DIRECT_MICROS,
+            -DIRECT_MICROS,
+            DIRECT_MICROS + 1,
+            i64::MAX,
+            i64::MIN,
+            i64::MAX - 1,
+        ] {
+            cells.push((Type::TIMESTAMPTZ, micros(m)));
+            cells.push((Type::TIMESTAMP, micros(m)));
+        }
+        cells.push((Type::TIMESTAMPTZ, vec![0; 4]));
+        cells
+    }
+
+    fn encoded(cell: &Out<'_>) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        cell.put(cell.len(), &mut out);
+        out.to_vec()
+    }
+
+    #[test]
+    fn shortcuts_write_what_the_decoder_would() {
+        for (ty, raw) in raw_cells() {
+            let shortcut = Shortcut::of(&ty);
+            assert_ne!(shortcut, Shortcut::None, "{ty}");
+            for raw in [Some(&raw[..]), None] {
+                let decoded = database::decode(&ty, raw).map(Out::from);
+                match (shortcut.write(raw), decoded) {
+                    (Some(out), Ok(decoded)) => {
+                        assert_eq!(encoded(&out), encoded(&decoded), "{ty} {raw:?}");
+                    }
+                    // Left to the decoder, which writes it or words the error.
+                    (None, _) => {}
+                    (Some(out), Err(e)) => panic!("{ty} {raw:?}: {out:?}, but {e}"),
+                }
+            }
+        }
+        // The shortcut takes the cells it should.
+        let took = |ty: Type, raw: &[u8]| Shortcut::of(&ty).write(Some(raw)).is_some();
+        assert!(took(Type::INT8, &7i64.to_be_bytes()));
+        assert!(took(Type::TIMESTAMPTZ, &DIRECT_MICROS.to_be_bytes()));
+        assert!(!took(Type::TIMESTAMPTZ, &i64::MAX.to_be_bytes()));
+        assert!(!took(Type::TEXT, &[0xff]));
+        assert_eq!(Shortcut::of(&Type::NUMERIC), Shortcut::None);
     }
 
     fn column(name: &str, ty: Type) -> Column {
