@@ -662,6 +662,13 @@ async fn every_caller_caused_sql_error_has_its_code_and_postgres_message() {
             "more than one row returned by a subquery",
         ),
         ("SELECT 1 / 0", Code::InvalidArgument, "division by zero"),
+        // An error after rows were sent (999 rows, more than one read):
+        // the caller gets the error, none of the rows.
+        (
+            "SELECT 10 / (1000 - n) FROM generate_series(1, 2000) n",
+            Code::InvalidArgument,
+            "division by zero",
+        ),
         (
             "SELECT currval('s')",
             Code::FailedPrecondition,
