@@ -51,11 +51,10 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// How to reach one broker address: what every connection to it shares.
 pub struct Dialer {
     pub addr: SocketAddr,
-    /// `http` or `https`, and the URL's host and port, for `:scheme` and
-    /// `:authority`.
-    pub scheme: http::uri::Scheme,
+    /// The URL's host and port, for `:authority`.
     pub authority: Authority,
-    /// TLS settings and the name the broker's certificate must carry.
+    /// TLS settings and the name the broker's certificate must carry
+    /// (`https` as `:scheme`), or none (`http`).
     pub tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     pub connect_timeout: Duration,
     pub keep_alive: KeepAlive,
@@ -178,7 +177,11 @@ impl Connection {
 
     fn uri(&self, uri: &Uri) -> Result<Uri, BoxError> {
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.dialer.scheme.clone());
+        parts.scheme = Some(if self.dialer.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
         parts.authority = Some(self.dialer.authority.clone());
         parts.path_and_query = uri.path_and_query().cloned();
         Ok(Uri::from_parts(parts)?)

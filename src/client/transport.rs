@@ -342,11 +342,6 @@ impl DialTemplate {
         };
         Ok(Dialer {
             addr,
-            scheme: if target.tls {
-                http::uri::Scheme::HTTPS
-            } else {
-                http::uri::Scheme::HTTP
-            },
             authority,
             tls,
             connect_timeout: self.connect_timeout,

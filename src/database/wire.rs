@@ -749,12 +749,11 @@ fn buffered_rows<E>(
 ) -> Result<(), E> {
     // The tag, the length (itself included) and the cell count.
     const HEAD: usize = 1 + 4 + 2;
-    while let Some(&[b'D', a, b, c, d]) = input.first_chunk::<5>() {
-        let Ok(len) = usize::try_from(i32::from_be_bytes([a, b, c, d])) else {
-            break;
-        };
-        let end = len + 1;
-        if end < HEAD || end > max_message || end > input.len() {
+    // A malformed header is left for `next`, which reports it.
+    while let Ok(Some(header)) = backend::Header::parse(input) {
+        // The parser refuses lengths below 4.
+        let end = header.len() as usize + 1;
+        if header.tag() != b'D' || end < HEAD || end > max_message || end > input.len() {
             break;
         }
         let row = take(&input[HEAD..end]);

@@ -229,7 +229,7 @@ impl Shortcut {
     /// to the decoder (a malformed value, whose error the decoder words).
     fn write<'a>(self, raw: Option<&'a [u8]>) -> Option<Out<'a>> {
         let Some(raw) = raw else {
-            return Some(Out::Varint(NULL, prost_types::NullValue::NullValue as u64));
+            return Some(Out::from(Cell::Null));
         };
         let text = |raw: &'a [u8]| std::str::from_utf8(raw).ok().map(str::as_bytes);
         Some(match self {
