@@ -12,7 +12,7 @@ use hyper_util::{
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tonic::service::Routes;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 
@@ -21,19 +21,15 @@ use crate::{
     auth::{Auth, PeerCertificateName},
     config::ServeConfig,
     database::Database,
-    grpc::{CallSteps, DatabaseService, ObjectStoreService},
+    grpc::{BrokerServices, CallSteps, WithCallSteps},
     health::{self, Health},
     object_store::S3Store,
-    proto::{database_server::DatabaseServer, object_store_server::ObjectStoreServer},
     resilience::{
         deadline,
         load_shed::{LoadShedder, PeerAddr},
     },
     telemetry, web,
 };
-
-/// Largest gRPC message accepted or sent (a PutObject chunk plus framing).
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
 
 /// The backends the broker serves, and the request limits every doorway shares.
 #[derive(Clone)]
@@ -103,19 +99,55 @@ pub async fn serve(
             telemetry::log_requests,
         )),
     );
+    let doors = Doors {
+        grpc: in_process(&backends),
+        app,
+    };
     tracing::info!(addr = %listener.local_addr()?, "broker listening (gRPC and HTTP)");
     let draining = || {
         tracing::info!("shutting down: draining in-flight calls");
         health.set_draining();
     };
-    run(listener, app, tls, shutdown, draining, config.drain_timeout).await;
+    run(
+        listener,
+        doors,
+        tls,
+        shutdown,
+        draining,
+        config.drain_timeout,
+    )
+    .await;
     backends.store.abort_pending_uploads().await;
     background.shutdown().await;
     tracing::info!("broker stopped");
     Ok(())
 }
 
-/// gRPC services and HTTP routes on one axum router.
+/// Where a request goes: broker.v1's calls straight to its services (the
+/// hot path, no router), everything else (health, reflection, the HTTP
+/// routes, MCP) to the router.
+#[derive(Clone)]
+struct Doors {
+    grpc: InProcess,
+    app: Router,
+}
+
+impl Doors {
+    fn call(
+        &self,
+        request: http::Request<Body>,
+    ) -> impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + use<>
+    {
+        if BrokerServices::serve(request.uri().path()) {
+            futures::future::Either::Left(self.grpc.clone().oneshot(request))
+        } else {
+            futures::future::Either::Right(self.app.clone().oneshot(request))
+        }
+    }
+}
+
+/// The other gRPC services (health, reflection) and the HTTP routes on one
+/// axum router.
 fn router(
     backends: &Backends,
     health: Health,
@@ -126,11 +158,13 @@ fn router(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let routes = broker_routes(backends)
-        .add_service(health_service)
+    let routes = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
-    let grpc = with_layers(routes, backends);
+    let grpc = routes
+        .prepare()
+        .into_axum_router()
+        .layer(call_steps(backends));
     let state = web::WebState {
         health,
         grpc: in_process(backends),
@@ -143,45 +177,37 @@ fn router(
     Ok(grpc.merge(web).fallback(web::fallback))
 }
 
-/// The broker.v1 services.
-fn broker_routes(backends: &Backends) -> Routes {
-    let object_store = ObjectStoreServer::new(ObjectStoreService::new(backends.store.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let database = DatabaseServer::new(DatabaseService::new(backends.db.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(usize::MAX);
-    Routes::new(object_store).add_service(database)
-}
-
 /// The broker.v1 services as an in-process tower service: a tonic client
 /// built on it (`DatabaseClient::new(in_process(&backends))`) makes the very
 /// same calls as over the network, with no socket. The other doorways
 /// (`/call_tool`, MCP, the client library's direct mode) are such clients,
 /// so every call goes through one implementation.
 pub fn in_process(backends: &Backends) -> InProcess {
-    with_layers(broker_routes(backends), backends)
+    call_steps(backends).layer(BrokerServices::new(
+        backends.store.clone(),
+        backends.db.clone(),
+    ))
 }
 
 /// The cross-cutting steps of every gRPC call ([`CallSteps`]).
-fn with_layers(routes: Routes, backends: &Backends) -> Router {
-    routes.prepare().into_axum_router().layer(CallSteps::new(
+fn call_steps(backends: &Backends) -> CallSteps {
+    CallSteps::new(
         backends.audit.clone(),
         backends.auth.clone(),
         backends.shedder.clone(),
         backends.deadlines,
-    ))
+    )
 }
 
 /// See [`in_process`].
-pub type InProcess = Router;
+pub type InProcess = WithCallSteps<BrokerServices>;
 
 /// Accepts connections (HTTP/1.1 and HTTP/2 on the same port, in TLS when
 /// `tls` is set) until `shutdown`; then stops listening, calls `draining`
 /// and lets open connections finish for up to `drain_timeout`.
 async fn run(
     listener: TcpListener,
-    app: Router,
+    doors: Doors,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     draining: impl FnOnce(),
@@ -218,8 +244,8 @@ async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (app, builder, tls, watcher) = (
-            app.clone(),
+        let (doors, builder, tls, watcher) = (
+            doors.clone(),
             builder.clone(),
             tls.clone(),
             graceful.watcher(),
@@ -227,14 +253,14 @@ async fn run(
         // Handshakes happen off the accept loop, so a slow client delays no one.
         tokio::spawn(async move {
             let result = match tls {
-                None => serve_connection(&builder, watcher, app, stream, peer, None).await,
+                None => serve_connection(&builder, watcher, doors, stream, peer, None).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(stream)) => {
                             let name =
                                 crate::tls::peer_name(stream.get_ref().1.peer_certificates());
-                            serve_connection(&builder, watcher, app, stream, peer, name).await
+                            serve_connection(&builder, watcher, doors, stream, peer, name).await
                         }
                         Ok(Err(e)) => Err(e.into()),
                         Err(_) => Err("TLS handshake timed out".into()),
@@ -276,7 +302,7 @@ type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
 async fn serve_connection<IO>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
-    app: Router,
+    doors: Doors,
     stream: IO,
     peer: std::net::SocketAddr,
     certificate_name: Option<String>,
@@ -293,7 +319,7 @@ where
                     .extensions_mut()
                     .insert(PeerCertificateName(name.clone()));
             }
-            app.clone().oneshot(request)
+            doors.call(request)
         });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     watcher.watch(connection.into_owned()).await

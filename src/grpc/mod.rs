@@ -5,12 +5,14 @@ mod convert;
 mod database;
 mod object_store;
 pub mod rows;
+mod services;
 mod status;
 mod steps;
 
 pub use database::DatabaseService;
 pub use object_store::ObjectStoreService;
-pub use steps::CallSteps;
+pub use services::{BrokerServices, MAX_MESSAGE_BYTES};
+pub use steps::{CallSteps, WithCallSteps};
 
 /// Fully qualified names of the broker's gRPC services (health check names).
 pub const OBJECT_STORE_SERVICE: &str = "broker.v1.ObjectStore";

@@ -65,10 +65,14 @@ pub struct WithCallSteps<S> {
     inner: S,
 }
 
-impl<S> Service<Request> for WithCallSteps<S>
+/// Any request body, as axum's router takes: the in-process doorways send
+/// tonic's, the server hyper's (each boxed once, as axum's `Body`).
+impl<S, B> Service<http::Request<B>> for WithCallSteps<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -78,11 +82,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // The service readied above serves this call; a clone takes its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let steps = Arc::clone(&self.steps.0);
+        let request = request.map(axum::body::Body::new);
         Box::pin(async move { Ok(steps.run(request, inner).await) })
     }
 }

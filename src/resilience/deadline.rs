@@ -183,7 +183,9 @@ impl http_body::Body for DeadlineBody {
 
 /// The deadline a call's `grpc-timeout` header asks for, if it is valid.
 pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+    // A name built once: a `&str` is parsed again on every lookup.
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    parse_grpc_timeout(headers.get(&GRPC_TIMEOUT)?.to_str().ok()?)
 }
 
 /// Parses gRPC's `grpc-timeout` header: up to 8 digits and a unit.

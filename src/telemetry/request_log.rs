@@ -59,7 +59,7 @@ where
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let request_id = request
         .headers()
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(new_request_id, str::to_owned);
@@ -88,7 +88,12 @@ where
     });
     metrics().requests_in_flight.inc();
     let mut response = next(request).instrument(span.clone()).await;
-    if let Some(value) = request_id_value {
+    if let Some(mut value) = request_id_value {
+        // Sent as "never indexed" (RFC 7541, 6.2.3): an id is new on every
+        // call, so HPACK's table gains nothing from it, and an indexed one
+        // filled the table of each end with ids that every later id was
+        // compared against (a tenth of the broker's instructions per call).
+        value.set_sensitive(true);
         response
             .headers_mut()
             .insert(REQUEST_ID_HEADER.clone(), value);
@@ -141,8 +146,9 @@ fn new_request_id() -> String {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
+    static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     let code = headers
-        .get("grpc-status")?
+        .get(&GRPC_STATUS)?
         .to_str()
         .ok()?
         .parse::<i32>()

@@ -59,7 +59,8 @@ where
 
 /// Makes `span` a child of the trace named by the request's `traceparent`.
 pub fn join_caller_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    if headers.contains_key("traceparent") {
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    if headers.contains_key(&TRACEPARENT) {
         let parent = TraceContextPropagator::new().extract(&Headers(headers));
         let _ = span.set_parent(parent);
     }

@@ -171,16 +171,22 @@ impl Call {
         DatabaseClient::new(self.grpc.clone()).max_decoding_message_size(usize::MAX)
     }
 
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        self.origin.request(message)
+    }
+}
+
+impl Origin {
     /// `message` as a gRPC request from the caller: the forwarded headers
     /// as metadata, its peer address and certificate name as extensions
     /// (tonic hands them on to the in-process services' layers).
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        *request.metadata_mut() = MetadataMap::from_headers(self.origin.headers.clone());
-        if let Some(peer) = self.origin.peer {
+        *request.metadata_mut() = MetadataMap::from_headers(self.headers.clone());
+        if let Some(peer) = self.peer {
             request.extensions_mut().insert(peer);
         }
-        if let Some(certificate) = &self.origin.certificate {
+        if let Some(certificate) = &self.certificate {
             request.extensions_mut().insert(certificate.clone());
         }
         request
@@ -214,11 +220,7 @@ mod tests {
         let peer: std::net::SocketAddr = "192.0.2.7:5000".parse().unwrap();
         extensions.insert(PeerAddr(peer));
         extensions.insert(PeerCertificateName("extractor".into()));
-        let call = Call {
-            grpc: axum::Router::new(),
-            origin: Origin::new(&headers, &extensions),
-        };
-        let request = call.request(());
+        let request = Origin::new(&headers, &extensions).request(());
         assert_eq!(request.metadata().get("authorization").unwrap(), "Bearer t");
         assert_eq!(request.metadata().get("x-request-id").unwrap(), "r1");
         assert!(request.metadata().get("cookie").is_none());
