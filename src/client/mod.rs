@@ -25,9 +25,10 @@ mod objects;
 mod options;
 mod rows;
 mod transport;
+mod unary;
 mod values;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -49,10 +50,11 @@ use crate::{
     proto::{
         self, ByteRange, DeleteObjectRequest, ExecuteRequest, GetObjectRequest, HeadObjectRequest,
         InitSchemaRequest, ListObjectsRequest, PutObjectHeader, QueryRequest, TransactionRequest,
-        database_client::DatabaseClient, object_store_client::ObjectStoreClient,
+        object_store_client::ObjectStoreClient,
     },
 };
 use transport::{Balancer, Transport};
+use unary::paths;
 
 /// Largest response the client accepts (a Query's rows): the broker's own
 /// row limit is the real bound.
@@ -92,13 +94,17 @@ impl BearerToken {
     }
 }
 
+impl BearerToken {
+    fn apply(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Some(token) = &self.0 {
+            metadata.insert("authorization", token.clone());
+        }
+    }
+}
+
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
+        self.apply(request.metadata_mut());
         Ok(request)
     }
 }
@@ -109,12 +115,12 @@ type Stub = InterceptedService<Transport, BearerToken>;
 /// clone; clones share connections.
 #[derive(Clone)]
 pub struct BrokerClient {
+    /// The streaming calls (GetObject, PutObject) go through tonic's stub;
+    /// the unary ones straight to the transport ([`unary`]).
     store: ObjectStoreClient<Stub>,
-    db: DatabaseClient<Stub>,
-    /// Query's own stub: its answer's rows stay encoded until read.
-    query: tonic::client::Grpc<Stub>,
     transport: Transport,
-    mode: Mode,
+    token: BearerToken,
+    mode: Arc<Mode>,
     bucket: String,
     timeout: Option<Duration>,
     stream_timeout: Option<Duration>,
@@ -178,14 +184,12 @@ impl BrokerClient {
 
     fn over(transport: Transport, mode: Mode, options: &ClientOptions) -> Result<Self> {
         let token = BearerToken::new(options.token.as_deref())?;
-        let stub = InterceptedService::new(transport.clone(), token);
+        let stub = InterceptedService::new(transport.clone(), token.clone());
         Ok(Self {
-            store: ObjectStoreClient::new(stub.clone())
-                .max_decoding_message_size(MAX_RESPONSE_BYTES),
-            db: DatabaseClient::new(stub.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
-            query: tonic::client::Grpc::new(stub).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            store: ObjectStoreClient::new(stub).max_decoding_message_size(MAX_RESPONSE_BYTES),
             transport,
-            mode,
+            token,
+            mode: Arc::new(mode),
             bucket: String::new(),
             timeout: options.timeout,
             stream_timeout: options.stream_timeout,
@@ -236,6 +240,22 @@ impl BrokerClient {
             request.set_timeout(timeout);
         }
         request
+    }
+
+    /// `path` with `request`, straight on the transport ([`unary`]).
+    async fn call<M, R>(
+        self,
+        path: &'static str,
+        mut request: Request<M>,
+    ) -> Result<tonic::Response<R>, Status>
+    where
+        M: prost::Message,
+        R: prost::Message + Default,
+    {
+        self.token.apply(request.metadata_mut());
+        unary::call(self.transport, path, request, MAX_RESPONSE_BYTES)
+            .await
+            .map(tonic::Response::new)
     }
 
     /// Runs a unary call, trying the next broker address when one cannot be
@@ -289,10 +309,8 @@ impl BrokerClient {
                 max_keys: wanted as i32,
                 continuation_token,
             };
-            let page = self
-                .unary(true, request, |mut c, r| async move {
-                    c.store.list_objects(r).await
-                })
+            let page: proto::ListObjectsResponse = self
+                .unary(true, request, |c, r| c.call(paths::LIST_OBJECTS, r))
                 .await?;
             objects.extend(page.objects);
             if page.next_continuation_token.is_empty() || limit.is_some_and(|l| objects.len() >= l)
@@ -310,10 +328,8 @@ impl BrokerClient {
             bucket: self.bucket.clone(),
             key: key.to_owned(),
         };
-        self.unary(true, request, |mut c, r| async move {
-            c.store.head_object(r).await
-        })
-        .await
+        self.unary(true, request, |c, r| c.call(paths::HEAD_OBJECT, r))
+            .await
     }
 
     /// The object as a stream of chunks (with its metadata first).
@@ -444,8 +460,8 @@ impl BrokerClient {
             bucket: self.bucket.clone(),
             key: key.to_owned(),
         };
-        self.unary(true, request, |mut c, r| async move {
-            c.store.delete_object(r).await
+        self.unary(true, request, |c, r| {
+            c.call::<_, proto::DeleteObjectResponse>(paths::DELETE_OBJECT, r)
         })
         .await?;
         Ok(())
@@ -466,28 +482,10 @@ impl BrokerClient {
             params: params.to_vec(),
             max_rows,
         };
-        let answer = self
-            .unary(true, request, |c, r| async move { c.call_query(r).await })
+        let answer: rows::QueryAnswer = self
+            .unary(true, request, |c, r| c.call(paths::QUERY, r))
             .await?;
         Ok(Rows::from(answer))
-    }
-
-    /// `broker.v1.Database/Query` as the generated stub calls it, answered
-    /// as a [`rows::QueryAnswer`].
-    async fn call_query(
-        mut self,
-        mut request: Request<QueryRequest>,
-    ) -> Result<tonic::Response<rows::QueryAnswer>, Status> {
-        // As the generated stubs say it.
-        let not_ready = |e| Status::unknown(format!("Service was not ready: {e}"));
-        self.query.ready().await.map_err(not_ready)?;
-        request
-            .extensions_mut()
-            .insert(tonic::GrpcMethod::new("broker.v1.Database", "Query"));
-        let path = http::uri::PathAndQuery::from_static("/broker.v1.Database/Query");
-        self.query
-            .unary(request, path, crate::codec::BrokerCodec::default())
-            .await
     }
 
     /// One write statement; RETURNING rows come back in `rows`.
@@ -496,12 +494,8 @@ impl BrokerClient {
             sql: sql.to_owned(),
             params: params.to_vec(),
         };
-        let response = self
-            .unary(
-                false,
-                request,
-                |mut c, r| async move { c.db.execute(r).await },
-            )
+        let response: proto::ExecuteResponse = self
+            .unary(false, request, |c, r| c.call(paths::EXECUTE, r))
             .await?;
         Ok(Executed::from(response))
     }
@@ -517,10 +511,8 @@ impl BrokerClient {
                 })
                 .collect(),
         };
-        let response = self
-            .unary(false, request, |mut c, r| async move {
-                c.db.transaction(r).await
-            })
+        let response: proto::TransactionResponse = self
+            .unary(false, request, |c, r| c.call(paths::TRANSACTION, r))
             .await?;
         Ok(response.results.into_iter().map(Executed::from).collect())
     }
@@ -528,9 +520,9 @@ impl BrokerClient {
     /// Creates the documents and processing_logs schema if missing; returns
     /// the tables.
     pub async fn init_schema(&self) -> Result<Vec<String>> {
-        let response = self
-            .unary(true, InitSchemaRequest {}, |mut c, r| async move {
-                c.db.init_schema(r).await
+        let response: proto::InitSchemaResponse = self
+            .unary(true, InitSchemaRequest {}, |c, r| {
+                c.call(paths::INIT_SCHEMA, r)
             })
             .await?;
         Ok(response.tables)

@@ -1,0 +1,249 @@
+//! Unary calls made on the transport directly: the request message is
+//! encoded into one buffer and sent as one HTTP/2 request; the answer's one
+//! message is read whole, then decoded. tonic's client (which the streaming
+//! calls, GetObject and PutObject, still use) does the same through an
+//! interceptor, a codec, a streaming encoder and a streaming decoder, and
+//! that cost the client library about as many instructions per call as the
+//! HTTP/2 work itself (README, "Performance"). What goes on the wire is the
+//! same: the headers tonic sends, and the answer is read as tonic reads it
+//! (a status in the headers or the trailers, else one inferred from the
+//! HTTP status, as gRPC's HTTP mapping says).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Uri, header, uri::PathAndQuery};
+use http_body_util::BodyExt;
+use prost::Message;
+use tonic::{Code, Status, body::Body};
+use tower::ServiceExt;
+
+use super::transport::Transport;
+
+/// The methods the client calls this way.
+pub mod paths {
+    pub const LIST_OBJECTS: &str = "/broker.v1.ObjectStore/ListObjects";
+    pub const HEAD_OBJECT: &str = "/broker.v1.ObjectStore/HeadObject";
+    pub const DELETE_OBJECT: &str = "/broker.v1.ObjectStore/DeleteObject";
+    pub const QUERY: &str = "/broker.v1.Database/Query";
+    pub const EXECUTE: &str = "/broker.v1.Database/Execute";
+    pub const TRANSACTION: &str = "/broker.v1.Database/Transaction";
+    pub const INIT_SCHEMA: &str = "/broker.v1.Database/InitSchema";
+}
+
+/// Length prefix of a gRPC message: a compression flag and four bytes of length.
+const PREFIX: usize = 5;
+
+/// Sends `request` (its metadata as headers: the token, `grpc-timeout`) to
+/// `path` and returns the answer's message, at most `max_bytes` long.
+pub async fn call<M, R>(
+    transport: Transport,
+    path: &'static str,
+    request: tonic::Request<M>,
+    max_bytes: usize,
+) -> Result<R, Status>
+where
+    M: Message,
+    R: Message + Default,
+{
+    // The client's requests carry no extensions, only metadata.
+    let (metadata, _, message) = request.into_parts();
+    let mut http = http::Request::new(Body::new(http_body_util::Full::new(encode(&message))));
+    *http.method_mut() = Method::POST;
+    *http.uri_mut() = Uri::from(PathAndQuery::from_static(path));
+    let headers = http.headers_mut();
+    *headers = metadata.into_headers();
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    let answer = transport.oneshot(http).await.map_err(Status::from_error)?;
+    read(answer, max_bytes).await
+}
+
+/// `message` with its gRPC length prefix (not compressed).
+fn encode(message: &impl Message) -> Bytes {
+    let length = message.encoded_len();
+    let mut buffer = BytesMut::with_capacity(PREFIX + length);
+    buffer.put_u8(0);
+    buffer.put_u32(length as u32);
+    message.encode_raw(&mut buffer);
+    buffer.freeze()
+}
+
+/// The answer's one message, or the status it carries.
+async fn read<R: Message + Default>(
+    answer: http::Response<Body>,
+    max_bytes: usize,
+) -> Result<R, Status> {
+    let (parts, mut body) = answer.into_parts();
+    // An error before any message comes as headers only ("Trailers-Only").
+    if let Some(status) = Status::from_header_map(&parts.headers)
+        && status.code() != Code::Ok
+    {
+        return Err(status);
+    }
+    let mut data = BytesMut::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(chunk) => {
+                if data.len() + chunk.len() > PREFIX + max_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the broker's answer is larger than the client accepts ({max_bytes} bytes)"
+                    )));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Err(frame) => {
+                if let Ok(map) = frame.into_trailers() {
+                    trailers = Some(map);
+                }
+            }
+        }
+    }
+    settled(trailers.as_ref(), parts.status)?;
+    decode(data.freeze())
+}
+
+/// The call's outcome from its trailers, or from the HTTP status when they
+/// carry none (gRPC's HTTP-to-gRPC status mapping, as tonic applies it).
+fn settled(trailers: Option<&HeaderMap>, http: http::StatusCode) -> Result<(), Status> {
+    static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
+    // Success is read off directly: a `Status` copies the trailers.
+    if trailers
+        .and_then(|t| t.get(&GRPC_STATUS))
+        .is_some_and(|code| code == "0")
+    {
+        return Ok(());
+    }
+    if let Some(status) = trailers.and_then(Status::from_header_map) {
+        return match status.code() {
+            Code::Ok => Ok(()),
+            _ => Err(status),
+        };
+    }
+    let code = match http {
+        http::StatusCode::BAD_REQUEST => Code::Internal,
+        http::StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        http::StatusCode::FORBIDDEN => Code::PermissionDenied,
+        http::StatusCode::NOT_FOUND => Code::Unimplemented,
+        http::StatusCode::TOO_MANY_REQUESTS
+        | http::StatusCode::BAD_GATEWAY
+        | http::StatusCode::SERVICE_UNAVAILABLE
+        | http::StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+        http::StatusCode::OK => Code::Internal,
+        _ => Code::Unknown,
+    };
+    let detail = match http {
+        http::StatusCode::OK => "the answer ended without a grpc-status".to_owned(),
+        other => format!("HTTP status {other} from the broker, without a grpc-status"),
+    };
+    Err(Status::new(code, detail))
+}
+
+/// The one message of a successful answer.
+fn decode<R: Message + Default>(mut data: Bytes) -> Result<R, Status> {
+    if data.len() < PREFIX {
+        return Err(Status::internal(if data.is_empty() {
+            "the broker's answer has no message".to_owned()
+        } else {
+            format!("the broker's answer is cut short ({} bytes)", data.len())
+        }));
+    }
+    let compressed = data.get_u8();
+    let length = data.get_u32() as usize;
+    if compressed != 0 {
+        return Err(Status::internal(
+            "the broker's answer is compressed, which the client did not ask for",
+        ));
+    }
+    if data.len() != length {
+        return Err(Status::internal(format!(
+            "the broker's answer holds {} bytes after a message of {length} (one message expected)",
+            data.len()
+        )));
+    }
+    R::decode(data).map_err(|e| Status::internal(format!("decoding the broker's answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::InitSchemaResponse;
+
+    fn framed(message: &impl Message) -> Bytes {
+        encode(message)
+    }
+
+    #[test]
+    fn one_message_is_decoded() {
+        let message = InitSchemaResponse {
+            tables: vec!["documents".into()],
+        };
+        let decoded: InitSchemaResponse = decode(framed(&message)).unwrap();
+        assert_eq!(decoded, message);
+    }
+
+    #[test]
+    fn a_missing_cut_or_second_message_is_an_internal_error() {
+        let message = framed(&InitSchemaResponse {
+            tables: vec!["documents".into()],
+        });
+        let empty = decode::<InitSchemaResponse>(Bytes::new()).unwrap_err();
+        assert_eq!(empty.code(), Code::Internal);
+        assert!(empty.message().contains("no message"));
+        let cut = decode::<InitSchemaResponse>(message.slice(..message.len() - 1)).unwrap_err();
+        assert_eq!(cut.code(), Code::Internal);
+        let mut two = BytesMut::from(&message[..]);
+        two.extend_from_slice(&message);
+        assert_eq!(
+            decode::<InitSchemaResponse>(two.freeze())
+                .unwrap_err()
+                .code(),
+            Code::Internal
+        );
+        let mut compressed = BytesMut::from(&message[..]);
+        compressed[0] = 1;
+        assert!(
+            decode::<InitSchemaResponse>(compressed.freeze())
+                .unwrap_err()
+                .message()
+                .contains("compressed")
+        );
+    }
+
+    #[test]
+    fn the_status_comes_from_trailers_or_else_the_http_status() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("5"));
+        trailers.insert("grpc-message", HeaderValue::from_static("no%20such%20key"));
+        let status = settled(Some(&trailers), http::StatusCode::OK).unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "no such key");
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(settled(Some(&trailers), http::StatusCode::OK).is_ok());
+        assert_eq!(
+            settled(None, http::StatusCode::OK).unwrap_err().code(),
+            Code::Internal
+        );
+        assert_eq!(
+            settled(None, http::StatusCode::SERVICE_UNAVAILABLE)
+                .unwrap_err()
+                .code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            settled(None, http::StatusCode::NOT_FOUND)
+                .unwrap_err()
+                .code(),
+            Code::Unimplemented
+        );
+        assert_eq!(
+            settled(None, http::StatusCode::IM_A_TEAPOT)
+                .unwrap_err()
+                .code(),
+            Code::Unknown
+        );
+    }
+}
