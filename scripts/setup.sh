@@ -4,6 +4,7 @@
 #   - .venv with grpcurl and grpcio (interop tests) and the deploy linters
 #     (hadolint, cfn-lint, shellcheck, botocore), from tests/interop/requirements.txt
 #   - docker-compose (Debian's, to validate docker-compose.yml; no engine needed)
+#   - valgrind (scripts/count-instructions.sh counts the broker's instructions)
 #   - PostgreSQL server binaries, only when no server answers on 127.0.0.1:5432
 #     and none are installed (the tests then start a private cluster)
 set -euo pipefail
@@ -30,18 +31,22 @@ if [ ! -f "${stamp}" ] || ! cmp -s "${requirements}" "${stamp}"; then
   cp "${requirements}" "${stamp}"
 fi
 
-if ! command -v docker-compose >/dev/null 2>&1; then
+# apt_tool COMMAND PACKAGE WHY: installs PACKAGE when COMMAND is missing.
+apt_tool() {
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing docker-compose (apt-get install docker-compose)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null 2>&1 || {
+    log "installing $2 (apt-get install $2)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1 || {
       apt-get update -q >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null
     }
   else
-    log "docker-compose is missing (needed by scripts/check-deploy.sh): install it"
+    log "$2 is missing ($3): install it"
     exit 1
   fi
-fi
+}
+apt_tool docker-compose docker-compose "needed by scripts/check-deploy.sh"
+apt_tool valgrind valgrind "needed by scripts/count-instructions.sh"
 
 postgres_answers() {
   (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null

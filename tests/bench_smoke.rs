@@ -48,3 +48,31 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
     assert!(report["startup_ms"].as_f64().unwrap() > 0.0);
     assert!(report["streaming"]["broker_peak_rss_mib"].as_f64().unwrap() > 0.0);
 }
+
+/// `scripts/count-instructions.sh` runs the broker under callgrind and
+/// prints its instructions per Query call (a tiny run: the count itself is
+/// not asserted, only that there is one).
+#[tokio::test]
+async fn the_instruction_counter_prints_a_count() {
+    let db = common::TestDatabase::create().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/count-instructions.sh");
+    let output = tokio::process::Command::new("bash")
+        .arg(script)
+        .args([env!("CARGO_BIN_EXE_broker"), "10", "2"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let count: u64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stdout:?}"));
+    assert!(count > 1000, "{stdout}");
+}
