@@ -24,12 +24,7 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = common::succeeded(&output);
     assert!(
         stdout.contains("b/dir") && stdout.contains("streaming 2 MiB"),
         "{stdout}"
@@ -63,12 +58,7 @@ async fn the_instruction_counter_prints_a_count() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = common::succeeded(&output);
     let count: u64 = stdout
         .split_whitespace()
         .nth(1)

@@ -25,13 +25,7 @@ async fn run(program: PathBuf, args: Vec<String>) -> String {
         tokio::task::spawn_blocking(move || Command::new(&program).args(&args).output().unwrap())
             .await
             .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    common::succeeded(&output)
 }
 
 #[tokio::test]

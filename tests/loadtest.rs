@@ -34,12 +34,7 @@ async fn the_load_test_reports_an_outage_that_spares_the_other_backend() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = common::succeeded(&output);
     assert!(
         stdout.contains("availability") && stdout.contains("p99 ms"),
         "{stdout}"

@@ -414,3 +414,16 @@ pub fn binary_body(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The standard output of a command that must have succeeded; its output
+/// and errors are the failure message when it did not.
+pub fn succeeded(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{}: {stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
