@@ -138,7 +138,7 @@ impl Doors {
         request: http::Request<Body>,
     ) -> impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + use<>
     {
-        if BrokerServices::serve(request.uri().path()) {
+        if BrokerServices::serves(request.uri().path()) {
             futures::future::Either::Left(self.grpc.clone().oneshot(request))
         } else {
             futures::future::Either::Right(self.app.clone().oneshot(request))

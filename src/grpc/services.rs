@@ -49,7 +49,7 @@ impl BrokerServices {
 
     /// Whether a request for `path` is one of these services' (a method
     /// they do not have included: they answer it with UNIMPLEMENTED).
-    pub fn serve(path: &str) -> bool {
+    pub fn serves(path: &str) -> bool {
         Which::of(path).is_some()
     }
 }
@@ -107,10 +107,10 @@ mod tests {
 
     #[test]
     fn services_are_picked_by_the_path() {
-        assert!(BrokerServices::serve("/broker.v1.Database/Query"));
-        assert!(BrokerServices::serve("/broker.v1.ObjectStore/GetObject"));
+        assert!(BrokerServices::serves("/broker.v1.Database/Query"));
+        assert!(BrokerServices::serves("/broker.v1.ObjectStore/GetObject"));
         // A method the service lacks is still its to refuse.
-        assert!(BrokerServices::serve("/broker.v1.Database/DropEverything"));
+        assert!(BrokerServices::serves("/broker.v1.Database/DropEverything"));
         for other in [
             "/broker.v1.Database/",
             "/broker.v1.Database",
@@ -120,7 +120,7 @@ mod tests {
             "/health",
             "",
         ] {
-            assert!(!BrokerServices::serve(other), "{other}");
+            assert!(!BrokerServices::serves(other), "{other}");
         }
     }
 }
