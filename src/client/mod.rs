@@ -92,9 +92,9 @@ impl BearerToken {
                 }))
             })
     }
-}
 
-impl BearerToken {
+    /// Adds the header to a call's metadata (the unary calls'; the
+    /// streaming stub's get it as an interceptor).
     fn apply(&self, metadata: &mut tonic::metadata::MetadataMap) {
         if let Some(token) = &self.0 {
             metadata.insert("authorization", token.clone());
