@@ -32,6 +32,8 @@ pub mod paths {
 /// Length prefix of a gRPC message: a compression flag and four bytes of length.
 const PREFIX: usize = 5;
 
+static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
+
 /// Sends `request` (its metadata as headers: the token, `grpc-timeout`) to
 /// `path` and returns the answer's message, at most `max_bytes` long.
 pub async fn call<M, R>(
@@ -76,11 +78,11 @@ async fn read<R: Message + Default>(
     max_bytes: usize,
 ) -> Result<R, Status> {
     let (parts, mut body) = answer.into_parts();
-    // An error before any message comes as headers only ("Trailers-Only").
-    if let Some(status) = Status::from_header_map(&parts.headers)
-        && status.code() != Code::Ok
-    {
-        return Err(status);
+    // An answer without a message (an error, typically) comes as headers
+    // only ("Trailers-Only"): they carry its status.
+    if parts.headers.contains_key(&GRPC_STATUS) {
+        settled(Some(&parts.headers), parts.status)?;
+        return decode(Bytes::new());
     }
     let mut data = BytesMut::new();
     let mut trailers = None;
@@ -109,7 +111,6 @@ async fn read<R: Message + Default>(
 /// The call's outcome from its trailers, or from the HTTP status when they
 /// carry none (gRPC's HTTP-to-gRPC status mapping, as tonic applies it).
 fn settled(trailers: Option<&HeaderMap>, http: http::StatusCode) -> Result<(), Status> {
-    static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
     // Success is read off directly: a `Status` copies the trailers.
     if trailers
         .and_then(|t| t.get(&GRPC_STATUS))
@@ -211,6 +212,24 @@ mod tests {
                 .message()
                 .contains("compressed")
         );
+    }
+
+    #[tokio::test]
+    async fn a_headers_only_answer_carries_its_status() {
+        let answer = |status: &'static str| {
+            let mut answer = http::Response::new(Body::empty());
+            answer
+                .headers_mut()
+                .insert("grpc-status", HeaderValue::from_static(status));
+            answer
+        };
+        let refused = read::<InitSchemaResponse>(answer("7"), 1024).await;
+        assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+        let empty = read::<InitSchemaResponse>(answer("0"), 1024)
+            .await
+            .unwrap_err();
+        assert_eq!(empty.code(), Code::Internal);
+        assert!(empty.message().contains("no message"), "{empty}");
     }
 
     #[test]
