@@ -87,22 +87,21 @@ pub async fn serve(
     background.spawn(health::feed_reporter(health.clone(), reporter));
     background.spawn(reload_policy_on_sighup(backends.auth.clone()));
 
+    // One in-process service for every doorway: gRPC, HTTP and MCP.
+    let grpc = in_process(&backends);
     let mcp = crate::mcp::BrokerMcp::new(
-        in_process(&backends),
+        grpc.clone(),
         backends.auth.clone(),
         config.database_name(),
         config.s3.bucket().to_owned(),
     );
-    let app = router(&backends, health.clone(), health_service)?.merge(
+    let app = router(&backends, grpc.clone(), health.clone(), health_service)?.merge(
         crate::mcp::router(mcp, &config.mcp_allowed_origins).layer(middleware::from_fn_with_state(
             backends.audit.clone(),
             telemetry::log_requests,
         )),
     );
-    let doors = Doors {
-        grpc: in_process(&backends),
-        app,
-    };
+    let doors = Doors { grpc, app };
     tracing::info!(addr = %listener.local_addr()?, "broker listening (gRPC and HTTP)");
     let draining = || {
         tracing::info!("shutting down: draining in-flight calls");
@@ -150,6 +149,7 @@ impl Doors {
 /// axum router.
 fn router(
     backends: &Backends,
+    grpc: InProcess,
     health: Health,
     health_service: HealthServer<impl HealthService>,
 ) -> anyhow::Result<Router> {
@@ -161,20 +161,20 @@ fn router(
     let routes = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
-    let grpc = routes
+    let others = routes
         .prepare()
         .into_axum_router()
         .layer(call_steps(backends));
     let state = web::WebState {
         health,
-        grpc: in_process(backends),
+        grpc,
         db: backends.db.clone(),
     };
     let web = web::router(state).layer(middleware::from_fn_with_state(
         backends.audit.clone(),
         telemetry::log_requests,
     ));
-    Ok(grpc.merge(web).fallback(web::fallback))
+    Ok(others.merge(web).fallback(web::fallback))
 }
 
 /// The broker.v1 services as an in-process tower service: a tonic client

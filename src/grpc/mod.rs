@@ -11,7 +11,7 @@ mod steps;
 
 pub use database::DatabaseService;
 pub use object_store::ObjectStoreService;
-pub use services::{BrokerServices, MAX_MESSAGE_BYTES};
+pub use services::BrokerServices;
 pub use steps::{CallSteps, WithCallSteps};
 
 /// Fully qualified names of the broker's gRPC services (health check names).

@@ -5,7 +5,8 @@
 //! per cell in between. The common column types (integers, floats, bool,
 //! text, bytea, timestamps, json) are written from their binary form by a
 //! [`Shortcut`] chosen once per column; the rest are decoded in place
-//! ([`Cell`] borrows text and bytes from the row). Both give the same bytes. The server's stubs carry it as
+//! ([`Cell`] borrows text and bytes from the row). Both give the same
+//! bytes. The server's stubs carry it as
 //! [`QueryResponse`] (`build.rs` names it for `broker.v1.QueryResponse`);
 //! on the wire it is that message, byte for byte what the generated type
 //! would send. Execute and Transaction answers, off the hot path, use the

@@ -26,7 +26,7 @@ use crate::{
 
 /// Largest gRPC message accepted or sent (a PutObject chunk plus framing).
 /// Query's answers are bounded by the broker's row and byte caps instead.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
 
 /// `broker.v1.ObjectStore` and `broker.v1.Database`.
 #[derive(Clone)]
