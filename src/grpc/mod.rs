@@ -8,6 +8,7 @@ pub mod rows;
 mod services;
 mod status;
 mod steps;
+mod unary;
 
 pub use database::DatabaseService;
 pub use object_store::ObjectStoreService;

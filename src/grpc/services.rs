@@ -3,47 +3,62 @@
 //! without a router: axum's routing cost a path match, a clone of the route
 //! and two boxed futures per call, twice (the router around the call steps
 //! and the one inside them), about a tenth of the broker's CPU for a
-//! `select 1` (README, "Performance").
+//! `select 1` (README, "Performance"). Unary methods are served by
+//! [`unary`](super::unary), streaming ones by tonic's stubs.
 
 use std::{
     convert::Infallible,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use axum::{body::Body, extract::Request, response::Response};
 use futures::{
     TryFutureExt,
-    future::{BoxFuture, MapOk},
+    future::{BoxFuture, Either, MapOk},
 };
+use prost::Message;
+use tonic::Status;
 use tower::Service;
 
-use super::{DATABASE_SERVICE, DatabaseService, OBJECT_STORE_SERVICE, ObjectStoreService};
+use super::{DATABASE_SERVICE, DatabaseService, OBJECT_STORE_SERVICE, ObjectStoreService, unary};
 use crate::{
     database::Database,
     object_store::S3Store,
-    proto::{database_server::DatabaseServer, object_store_server::ObjectStoreServer},
+    proto::{
+        database_server::{Database as _, DatabaseServer},
+        object_store_server::{ObjectStore as _, ObjectStoreServer},
+    },
 };
 
 /// Largest gRPC message accepted or sent (a PutObject chunk plus framing).
 /// Query's answers are bounded by the broker's row and byte caps instead.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
 
-/// `broker.v1.ObjectStore` and `broker.v1.Database`.
+/// `broker.v1.ObjectStore` and `broker.v1.Database`: the unary methods by
+/// [`unary`], the streaming ones (and unknown methods) by tonic's stubs,
+/// over the same handlers.
 #[derive(Clone)]
 pub struct BrokerServices {
-    object_store: ObjectStoreServer<ObjectStoreService>,
-    database: DatabaseServer<DatabaseService>,
+    object_store: Arc<ObjectStoreService>,
+    database: Arc<DatabaseService>,
+    object_store_stub: ObjectStoreServer<ObjectStoreService>,
+    database_stub: DatabaseServer<DatabaseService>,
 }
 
 impl BrokerServices {
     pub fn new(store: S3Store, db: Database) -> Self {
+        let object_store = Arc::new(ObjectStoreService::new(store));
+        let database = Arc::new(DatabaseService::new(db));
         Self {
-            object_store: ObjectStoreServer::new(ObjectStoreService::new(store))
+            object_store_stub: ObjectStoreServer::from_arc(Arc::clone(&object_store))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            database: DatabaseServer::new(DatabaseService::new(db))
+            database_stub: DatabaseServer::from_arc(Arc::clone(&database))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(usize::MAX),
+            object_store,
+            database,
         }
     }
 
@@ -54,33 +69,61 @@ impl BrokerServices {
     }
 }
 
-/// Which of the two services a path names.
+/// Which of the two services a path names, and the method.
 #[derive(Clone, Copy)]
-enum Which {
-    ObjectStore,
-    Database,
+enum Which<'a> {
+    ObjectStore(&'a str),
+    Database(&'a str),
 }
 
-impl Which {
-    fn of(path: &str) -> Option<Self> {
+impl<'a> Which<'a> {
+    fn of(path: &'a str) -> Option<Self> {
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
         if method.is_empty() || method.contains('/') {
             return None;
         }
         match service {
-            OBJECT_STORE_SERVICE => Some(Self::ObjectStore),
-            DATABASE_SERVICE => Some(Self::Database),
+            OBJECT_STORE_SERVICE => Some(Self::ObjectStore(method)),
+            DATABASE_SERVICE => Some(Self::Database(method)),
             _ => None,
         }
     }
 }
 
+/// A handler of a unary method, as the service traits declare it.
+type Handler<S, Req, Resp> =
+    for<'a> fn(&'a S, tonic::Request<Req>) -> BoxFuture<'a, Result<tonic::Response<Resp>, Status>>;
+
+/// Serves one unary call with `handler` (see [`unary`]).
+fn serve_unary<S, Req, Resp>(
+    service: &Arc<S>,
+    request: Request,
+    handler: Handler<S, Req, Resp>,
+    answer_limit: usize,
+) -> Unary
+where
+    S: Send + Sync + 'static,
+    Req: Message + Default + Send + 'static,
+    Resp: Message + 'static,
+{
+    let service = Arc::clone(service);
+    Box::pin(async move {
+        let answer = match unary::request(request, MAX_MESSAGE_BYTES).await {
+            Ok(request) => handler(&service, request).await,
+            Err(status) => Err(status),
+        };
+        Ok(unary::response(answer, answer_limit))
+    })
+}
+
+type Unary = BoxFuture<'static, Result<Response, Infallible>>;
 type Answer = http::Response<tonic::body::Body>;
+type Streaming = MapOk<BoxFuture<'static, Result<Answer, Infallible>>, fn(Answer) -> Response>;
 
 impl Service<Request> for BrokerServices {
     type Response = Response;
     type Error = Infallible;
-    type Future = MapOk<BoxFuture<'static, Result<Answer, Infallible>>, fn(Answer) -> Response>;
+    type Future = Either<Unary, Streaming>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // tonic's servers are always ready.
@@ -88,17 +131,55 @@ impl Service<Request> for BrokerServices {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let answer = match Which::of(request.uri().path()) {
-            Some(Which::ObjectStore) => self.object_store.call(request),
-            Some(Which::Database) => self.database.call(request),
+        let (store, db) = (&self.object_store, &self.database);
+        let unary = match Which::of(request.uri().path()) {
+            Some(Which::Database("Query")) => {
+                serve_unary(db, request, |s, r| s.query(r), usize::MAX)
+            }
+            Some(Which::Database("Execute")) => {
+                serve_unary(db, request, |s, r| s.execute(r), usize::MAX)
+            }
+            Some(Which::Database("Transaction")) => {
+                serve_unary(db, request, |s, r| s.transaction(r), usize::MAX)
+            }
+            Some(Which::Database("InitSchema")) => {
+                serve_unary(db, request, |s, r| s.init_schema(r), usize::MAX)
+            }
+            Some(Which::ObjectStore("HeadObject")) => {
+                serve_unary(store, request, |s, r| s.head_object(r), MAX_MESSAGE_BYTES)
+            }
+            Some(Which::ObjectStore("ListObjects")) => {
+                serve_unary(store, request, |s, r| s.list_objects(r), MAX_MESSAGE_BYTES)
+            }
+            Some(Which::ObjectStore("DeleteObject")) => {
+                serve_unary(store, request, |s, r| s.delete_object(r), MAX_MESSAGE_BYTES)
+            }
+            Some(Which::ObjectStore(_)) => {
+                return Either::Right(
+                    self.object_store_stub
+                        .call(request)
+                        .map_ok(boxed as fn(Answer) -> Response),
+                );
+            }
+            Some(Which::Database(_)) => {
+                return Either::Right(
+                    self.database_stub
+                        .call(request)
+                        .map_ok(boxed as fn(Answer) -> Response),
+                );
+            }
             None => {
                 let path = request.uri().path();
-                let status = tonic::Status::unimplemented(format!("unknown method {path}"));
+                let status = Status::unimplemented(format!("unknown method {path}"));
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         };
-        answer.map_ok(|answer| answer.map(Body::new))
+        Either::Left(unary)
     }
+}
+
+fn boxed(answer: Answer) -> Response {
+    answer.map(Body::new)
 }
 
 #[cfg(test)]
