@@ -97,8 +97,9 @@ struct Shared {
     failures: pool::ConnectFailures,
     limits: Limits,
     depth: usize,
-    /// Hashes statement texts into keys of [`State::speeds`].
-    hasher: std::hash::RandomState,
+    /// Hashes statement texts into keys of [`State::speeds`] (foldhash,
+    /// randomly seeded: a tenth of SipHash's cost for an SQL text).
+    hasher: foldhash::fast::RandomState,
     state: Mutex<State>,
 }
 
@@ -109,7 +110,7 @@ struct State {
     jobs: Counts,
     leaders: usize,
     /// By a hash of the statement text: how its recent runs went.
-    speeds: HashMap<u64, Speed>,
+    speeds: HashMap<u64, Speed, foldhash::fast::RandomState>,
 }
 
 /// One run of a job, as [`read::batch`] reports it.
@@ -188,7 +189,7 @@ impl Pipeline {
             failures,
             limits,
             depth: depth.max(1),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             state: Mutex::default(),
         }))
     }

@@ -33,14 +33,16 @@ pub struct PgConnection {
 /// first when full (dropping a tokio-postgres statement closes it on the
 /// server; the caller closes an evicted statement of its own).
 pub(super) struct StatementCache<S> {
-    by_sql: HashMap<String, S>,
+    /// foldhash, randomly seeded: looked up on every call, by texts of
+    /// authenticated callers.
+    by_sql: HashMap<String, S, foldhash::fast::RandomState>,
     order: VecDeque<String>,
 }
 
 impl<S> Default for StatementCache<S> {
     fn default() -> Self {
         Self {
-            by_sql: HashMap::new(),
+            by_sql: HashMap::default(),
             order: VecDeque::new(),
         }
     }

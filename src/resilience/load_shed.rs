@@ -38,8 +38,12 @@ pub enum Caller {
 pub struct LoadShedder {
     global: Arc<Semaphore>,
     per_caller: usize,
-    callers: Arc<Mutex<HashMap<Caller, usize>>>,
+    callers: Arc<Mutex<Callers>>,
 }
+
+/// Calls in flight by caller (foldhash, randomly seeded: on every call's
+/// path, a fraction of SipHash's cost).
+type Callers = HashMap<Caller, usize, foldhash::fast::RandomState>;
 
 impl LoadShedder {
     pub fn new(max_in_flight: usize, max_in_flight_per_caller: usize) -> Self {
@@ -85,7 +89,7 @@ impl LoadShedder {
 pub struct Admission {
     _global: OwnedSemaphorePermit,
     caller: Caller,
-    callers: Arc<Mutex<HashMap<Caller, usize>>>,
+    callers: Arc<Mutex<Callers>>,
 }
 
 impl Drop for Admission {

@@ -137,12 +137,15 @@ fn route_label(path: &str) -> &'static str {
 /// 32 random hex digits.
 fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    rand::random::<u128>()
-        .to_be_bytes()
-        .iter()
-        .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]])
-        .map(char::from)
-        .collect()
+    let mut id = vec![0; 32];
+    for (digits, byte) in id
+        .chunks_exact_mut(2)
+        .zip(rand::random::<u128>().to_be_bytes())
+    {
+        digits[0] = HEX[usize::from(byte >> 4)];
+        digits[1] = HEX[usize::from(byte & 0xf)];
+    }
+    String::from_utf8(id).expect("hex digits are ASCII")
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
