@@ -32,7 +32,9 @@ use std::{
 
 use tokio::{sync::oneshot, time::Instant};
 
-use super::{DatabaseError, Limits, ReadPool, Result, Rows, Statement, acquire, pool, read};
+use super::{
+    DatabaseError, Limits, ReadPool, Result, Rows, Statement, acquire, pool, read, rows::Size,
+};
 use crate::resilience::deadline;
 
 /// How many times a call whose job was handed back runs at most.
@@ -69,6 +71,9 @@ pub struct Job {
     pub speed_key: u64,
     /// Known to be quick: it may share a batch.
     quick: bool,
+    /// The size of the statement's last answer, if it ran before: room
+    /// made for its rows at once.
+    pub room: Size,
 }
 
 impl Job {
@@ -118,8 +123,8 @@ pub struct Run {
     /// The statement's speed key.
     pub key: u64,
     pub took: Duration,
-    /// The size of its answer's cells.
-    pub bytes: usize,
+    /// The size of its answer.
+    pub size: Size,
 }
 
 /// What is remembered of a statement's runs.
@@ -127,7 +132,7 @@ struct Speed {
     /// Its slowest recent run, halved at each run since.
     slowest: Duration,
     /// Its last answer's size.
-    bytes: usize,
+    size: Size,
 }
 
 /// Jobs queued or in a batch, by whether they may share one.
@@ -154,16 +159,21 @@ impl State {
         self.jobs.alone + self.jobs.quick.div_ceil(depth)
     }
 
-    fn is_quick(&self, key: u64) -> bool {
-        self.speeds
-            .get(&key)
-            .is_some_and(|speed| speed.slowest < QUICK && speed.bytes < LARGE)
+    /// Whether a statement may share a batch, and its last answer's size.
+    fn plan(&self, key: u64) -> (bool, Size) {
+        match self.speeds.get(&key) {
+            Some(speed) => (
+                speed.slowest < QUICK && speed.size.bytes < LARGE,
+                speed.size,
+            ),
+            None => (false, Size::default()),
+        }
     }
 
     fn record(&mut self, run: Run) {
         if let Some(speed) = self.speeds.get_mut(&run.key) {
             speed.slowest = run.took.max(speed.slowest / 2);
-            speed.bytes = run.bytes;
+            speed.size = run.size;
             return;
         }
         if self.speeds.len() >= REMEMBERED {
@@ -171,7 +181,7 @@ impl State {
         }
         let speed = Speed {
             slowest: run.took,
-            bytes: run.bytes,
+            size: run.size,
         };
         self.speeds.insert(run.key, speed);
     }
@@ -217,7 +227,7 @@ impl Pipeline {
         let speed_key = self.0.hasher.hash_one(&statement.sql);
         let new_leader = {
             let mut state = self.0.lock();
-            let quick = state.is_quick(speed_key);
+            let (quick, room) = state.plan(speed_key);
             state.queued.push_back(Job {
                 statement,
                 limit,
@@ -225,6 +235,7 @@ impl Pipeline {
                 reply,
                 speed_key,
                 quick,
+                room,
             });
             *state.jobs.of(quick) += 1;
             let needed = state.leaders < state.needed(self.0.depth);
@@ -329,27 +340,35 @@ mod tests {
     use super::*;
 
     fn run(key: u64, took: Duration, bytes: usize) -> Run {
-        Run { key, took, bytes }
+        let size = Size { bytes, rows: 1 };
+        Run { key, took, size }
+    }
+
+    fn is_quick(state: &State, key: u64) -> bool {
+        state.plan(key).0
     }
 
     #[test]
     fn statements_share_batches_only_while_quick_with_small_answers() {
         let fast = Duration::from_micros(100);
         let mut state = State::default();
-        assert!(!state.is_quick(1), "a statement not seen before runs alone");
+        assert!(
+            !is_quick(&state, 1),
+            "a statement not seen before runs alone"
+        );
         state.record(run(1, fast, 100));
-        assert!(state.is_quick(1));
+        assert!(is_quick(&state, 1));
         state.record(run(1, fast, LARGE));
-        assert!(!state.is_quick(1), "a large answer runs alone");
+        assert!(!is_quick(&state, 1), "a large answer runs alone");
         state.record(run(1, fast, LARGE - 1));
-        assert!(state.is_quick(1), "the last answer's size decides");
+        assert!(is_quick(&state, 1), "the last answer's size decides");
 
         state.record(run(2, QUICK * 2, 0));
-        assert!(!state.is_quick(2), "a slow run runs alone");
+        assert!(!is_quick(&state, 2), "a slow run runs alone");
         state.record(run(2, fast, 0));
-        assert!(!state.is_quick(2), "the slowest run is halved per run");
+        assert!(!is_quick(&state, 2), "the slowest run is halved per run");
         state.record(run(2, fast, 0));
-        assert!(state.is_quick(2));
+        assert!(is_quick(&state, 2));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use super::{
     Column, DatabaseError, Limits, Rows,
     codec::{self, Param},
     pipeline::{self, Job, Outcome, Run},
-    rows::{Caps, Collector, RowError},
+    rows::{Caps, Collector, RowError, Size},
     session::statement_timeout,
     wire::{self, Prepared, ServerError, WireConnection, WireError},
 };
@@ -108,11 +108,11 @@ pub async fn batch(
             let answered = answers(conn, &mut job, &prepared, preamble, limits, &mut cancelled);
             match answered.await {
                 Ok(Answer::Ran(outcome)) => {
-                    let bytes = match &outcome {
-                        Outcome::Done(Ok(rows)) => rows.raw_len(),
-                        _ => 0,
+                    let size = match &outcome {
+                        Outcome::Done(Ok(rows)) => rows.size(),
+                        _ => Size::default(),
                     };
-                    ran.push((job.speed_key, bytes));
+                    ran.push((job.speed_key, size));
                     if let Some((job, outcome)) = finished.take() {
                         job.answer(outcome);
                     }
@@ -124,7 +124,7 @@ pub async fn batch(
                     runs.push(Run {
                         key: job.speed_key,
                         took: pipeline::FAILED,
-                        bytes: 0,
+                        size: Size::default(),
                     });
                     let end = release(conn).await;
                     if let Some((job, outcome)) = finished.take() {
@@ -160,10 +160,10 @@ pub async fn batch(
             job.answer(outcome);
         }
         let share = started.elapsed() / ran.len().max(1) as u32;
-        runs.extend(ran.into_iter().map(|(key, bytes)| Run {
+        runs.extend(ran.into_iter().map(|(key, size)| Run {
             key,
             took: share,
-            bytes,
+            size,
         }));
         if let Err(e) = end {
             tracing::debug!(error = %e, "a read connection did not end its batch cleanly");
@@ -303,7 +303,7 @@ async fn answers(
         bytes: limits.max_result_bytes,
     };
     let mut rows = Gathering {
-        collector: Collector::new(caps),
+        collector: Collector::with_room(caps, job.room),
         cells: prepared.columns.len(),
         truncated: false,
     };

@@ -87,12 +87,27 @@ pub struct Collector {
     bytes: usize,
 }
 
+/// How large an answer is (its raw cells, its rows): a statement's last
+/// answer tells the collector of its next how much room to make at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Size {
+    pub bytes: usize,
+    pub rows: usize,
+}
+
 impl Collector {
     pub fn new(caps: Caps) -> Self {
+        Self::with_room(caps, Size::default())
+    }
+
+    /// A collector with room for `room` (within the caps) from the start:
+    /// grown from empty, a result of 100 rows was reallocated and copied
+    /// about ten times.
+    pub fn with_room(caps: Caps, room: Size) -> Self {
         Self {
+            data: BytesMut::with_capacity(room.bytes.min(caps.bytes)),
+            ends: Vec::with_capacity(room.rows.min(caps.rows)),
             caps,
-            data: BytesMut::new(),
-            ends: Vec::new(),
             bytes: 0,
         }
     }
@@ -310,6 +325,35 @@ mod tests {
         assert!(
             matches!(err, DatabaseError::ResourceExhausted(_)),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn room_made_from_a_last_answer_stays_within_the_caps() {
+        let caps = Caps {
+            rows: 10,
+            bytes: 1024,
+        };
+        let room = Size {
+            bytes: 4096,
+            rows: 100,
+        };
+        let collector = Collector::with_room(caps, room);
+        assert!((1024..4096).contains(&collector.data.capacity()));
+        assert!((10..100).contains(&collector.ends.capacity()));
+        // The next answer's size is what was kept, whatever room was made.
+        let mut collector = Collector::with_room(caps, Size { bytes: 1, rows: 1 });
+        let row = data_row(&[Some(b"invoice"), None]);
+        for _ in 0..3 {
+            collector.push_row(&row, 2).unwrap();
+        }
+        let rows = collector.finish(columns(), false);
+        assert_eq!(
+            rows.size(),
+            Size {
+                bytes: 3 * row.len(),
+                rows: 3
+            }
         );
     }
 }

@@ -163,6 +163,14 @@ impl Rows {
         self.data.len()
     }
 
+    /// Its raw cells' bytes and its rows.
+    pub fn size(&self) -> super::rows::Size {
+        super::rows::Size {
+            bytes: self.raw_len(),
+            rows: self.len(),
+        }
+    }
+
     /// Each row's raw cells: `None` for NULL, else the binary value.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = RawCells<'_>> {
         (0..self.ends.len()).map(|i| {
