@@ -67,21 +67,27 @@ impl QueryResponse {
             put_column(column, &mut out);
         }
         let shortcuts: Vec<Shortcut> = rows.columns.iter().map(|c| Shortcut::of(&c.ty)).collect();
-        let mut cells = Vec::with_capacity(rows.columns.len());
         for raw in rows.iter() {
-            cells.clear();
+            // One pass per row: its length is written once its cells are,
+            // in the byte kept for it (a row of 128 bytes or more moves
+            // along by the extra bytes its length takes).
+            put_key(ROWS, WireType::LengthDelimited, &mut out);
+            let length_at = out.len();
+            out.push(0);
             for ((raw, shortcut), column) in raw.zip(&shortcuts).zip(rows.columns.iter()) {
                 let cell = match shortcut.write(raw) {
                     Some(cell) => cell,
                     None => Out::from(database::decode(&column.ty, raw)?),
                 };
-                let length = cell.len();
-                cells.push((cell, length));
+                cell.put(cell.len(), &mut out);
             }
-            let length = cells.iter().map(|(_, length)| delimited_len(*length)).sum();
-            put_header(ROWS, length, &mut out);
-            for (cell, length) in &cells {
-                cell.put(*length, &mut out);
+            let length = out.len() - length_at - 1;
+            if length < 0x80 {
+                out[length_at] = length as u8;
+            } else {
+                let mut varint = Vec::with_capacity(10);
+                put_raw_varint(length as u64, &mut varint);
+                out.splice(length_at..=length_at, varint);
             }
         }
         if rows.truncated {
@@ -572,11 +578,15 @@ mod tests {
         .into();
         let one = 1i64.to_be_bytes();
         let minus = (-7i64).to_be_bytes();
+        // Rows whose length takes two and three bytes of varint.
+        let (long_key, large) = ("k".repeat(200), vec![7u8; 20_000]);
         Rows::from_cells(
             columns,
             [
                 vec![Some(&one[..]), Some(&b"a/b.pdf"[..]), Some(&[1][..]), None],
                 vec![Some(&minus[..]), Some(&b""[..]), None, Some(&[0, 9][..])],
+                vec![Some(&one[..]), Some(long_key.as_bytes()), None, None],
+                vec![None, Some(&b"x"[..]), Some(&[0][..]), Some(&large[..])],
             ],
             truncated,
         )
@@ -598,7 +608,7 @@ mod tests {
             let ours = QueryResponse::new(&rows).unwrap().encode_to_vec();
             assert_eq!(ours, generated(&rows).encode_to_vec());
             let decoded = proto::QueryResponse::decode(&ours[..]).unwrap();
-            assert_eq!(decoded.rows.len(), 2);
+            assert_eq!(decoded.rows.len(), 4);
             assert_eq!(decoded.truncated, truncated);
         }
         let empty = Rows::from_cells(Arc::from([]), [], false).unwrap();
