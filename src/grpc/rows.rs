@@ -85,9 +85,8 @@ impl QueryResponse {
             if length < 0x80 {
                 out[length_at] = length as u8;
             } else {
-                let mut varint = Vec::with_capacity(10);
-                put_raw_varint(length as u64, &mut varint);
-                out.splice(length_at..=length_at, varint);
+                let (bytes, n) = long_varint(length as u64);
+                out.splice(length_at..=length_at, bytes[..n].iter().copied());
             }
         }
         if rows.truncated {
@@ -196,7 +195,13 @@ fn put_raw_varint(value: u64, out: &mut Vec<u8>) {
 }
 
 /// A varint of two bytes or more, gathered and written in one piece.
-fn put_long_varint(mut value: u64, out: &mut Vec<u8>) {
+fn put_long_varint(value: u64, out: &mut Vec<u8>) {
+    let (bytes, n) = long_varint(value);
+    out.extend_from_slice(&bytes[..n]);
+}
+
+/// A varint's bytes and how many of them there are.
+fn long_varint(mut value: u64) -> ([u8; 10], usize) {
     let mut bytes = [0u8; 10];
     let mut n = 0;
     while value >= 0x80 {
@@ -205,7 +210,7 @@ fn put_long_varint(mut value: u64, out: &mut Vec<u8>) {
         n += 1;
     }
     bytes[n] = value as u8;
-    out.extend_from_slice(&bytes[..=n]);
+    (bytes, n + 1)
 }
 
 fn put_delimited(tag: u32, value: &[u8], out: &mut Vec<u8>) {
