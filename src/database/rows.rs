@@ -95,18 +95,26 @@ pub struct Size {
     pub rows: usize,
 }
 
+/// The most room made for an answer before its rows arrive.
+const MOST_ROOM: Size = Size {
+    bytes: 1024 * 1024,
+    rows: 16 * 1024,
+};
+
 impl Collector {
     pub fn new(caps: Caps) -> Self {
         Self::with_room(caps, Size::default())
     }
 
-    /// A collector with room for `room` (within the caps) from the start:
-    /// grown from empty, a result of 100 rows was reallocated and copied
-    /// about ten times.
+    /// A collector with room for `room` (within the caps, and at most
+    /// [`MOST_ROOM`]) from the start: grown from empty, a result of 100 rows
+    /// was reallocated and copied about ten times. The bound keeps callers
+    /// of a statement whose last answer was a large one from each reserving
+    /// that much before their own rows arrive.
     pub fn with_room(caps: Caps, room: Size) -> Self {
         Self {
-            data: BytesMut::with_capacity(room.bytes.min(caps.bytes)),
-            ends: Vec::with_capacity(room.rows.min(caps.rows)),
+            data: BytesMut::with_capacity(room.bytes.min(caps.bytes).min(MOST_ROOM.bytes)),
+            ends: Vec::with_capacity(room.rows.min(caps.rows).min(MOST_ROOM.rows)),
             caps,
             bytes: 0,
         }
@@ -341,6 +349,18 @@ mod tests {
         let collector = Collector::with_room(caps, room);
         assert!((1024..4096).contains(&collector.data.capacity()));
         assert!((10..100).contains(&collector.ends.capacity()));
+        // A huge last answer does not make everyone reserve that much.
+        let uncapped = Caps {
+            rows: usize::MAX,
+            bytes: usize::MAX,
+        };
+        let huge = Size {
+            bytes: 1 << 30,
+            rows: 1 << 24,
+        };
+        let collector = Collector::with_room(uncapped, huge);
+        assert!(collector.data.capacity() < 2 * MOST_ROOM.bytes);
+        assert!(collector.ends.capacity() < 2 * MOST_ROOM.rows);
         // The next answer's size is what was kept, whatever room was made.
         let mut collector = Collector::with_room(caps, Size { bytes: 1, rows: 1 });
         let row = data_row(&[Some(b"invoice"), None]);
