@@ -4,9 +4,35 @@
 //! usually a few hundred bytes, and on glibc an allocation that size also
 //! makes the allocator sweep its free lists first. Buffers still grow to
 //! the message (a 1 MiB chunk, a large result set).
+//!
+//! Also gRPC's framing of one message, for the unary calls both ends make
+//! without tonic's codec (`client/unary.rs`, `grpc/unary.rs`).
 
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue};
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::ProstCodec;
+
+/// The prefix before each gRPC message: a compression flag and four bytes
+/// of length.
+pub const PREFIX_BYTES: usize = 5;
+
+/// The header (or trailer) carrying a call's status, as a name built once
+/// (a `&str` key is parsed again on every lookup).
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// gRPC's content type.
+pub static GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+
+/// `message` with its prefix, uncompressed, in one buffer.
+pub fn frame(message: &impl prost::Message) -> Bytes {
+    let length = message.encoded_len();
+    let mut frame = BytesMut::with_capacity(PREFIX_BYTES + length);
+    frame.put_u8(0);
+    frame.put_u32(length as u32);
+    message.encode_raw(&mut frame);
+    frame.freeze()
+}
 
 /// First size of a call's encode and decode buffers.
 const FIRST_BUFFER_BYTES: usize = 512;

@@ -9,7 +9,7 @@
 //! (a status in the headers or the trailers, else one inferred from the
 //! HTTP status, as gRPC's HTTP mapping says).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Uri, header, uri::PathAndQuery};
 use http_body_util::BodyExt;
 use prost::Message;
@@ -17,6 +17,7 @@ use tonic::{Code, Status, body::Body};
 use tower::ServiceExt;
 
 use super::transport::Transport;
+use crate::codec::{self, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX_BYTES as PREFIX};
 
 /// The methods the client calls this way.
 pub mod paths {
@@ -28,11 +29,6 @@ pub mod paths {
     pub const TRANSACTION: &str = "/broker.v1.Database/Transaction";
     pub const INIT_SCHEMA: &str = "/broker.v1.Database/InitSchema";
 }
-
-/// Length prefix of a gRPC message: a compression flag and four bytes of length.
-const PREFIX: usize = 5;
-
-static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
 
 /// Sends `request` (its metadata as headers: the token, `grpc-timeout`) to
 /// `path` and returns the answer's message, at most `max_bytes` long.
@@ -48,28 +44,15 @@ where
 {
     // The client's requests carry no extensions, only metadata.
     let (metadata, _, message) = request.into_parts();
-    let mut http = http::Request::new(Body::new(http_body_util::Full::new(encode(&message))));
+    let mut http = http::Request::new(Body::new(http_body_util::Full::new(codec::frame(&message))));
     *http.method_mut() = Method::POST;
     *http.uri_mut() = Uri::from(PathAndQuery::from_static(path));
     let headers = http.headers_mut();
     *headers = metadata.into_headers();
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
+    headers.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE.clone());
     let answer = transport.oneshot(http).await.map_err(Status::from_error)?;
     read(answer, max_bytes).await
-}
-
-/// `message` with its gRPC length prefix (not compressed).
-fn encode(message: &impl Message) -> Bytes {
-    let length = message.encoded_len();
-    let mut buffer = BytesMut::with_capacity(PREFIX + length);
-    buffer.put_u8(0);
-    buffer.put_u32(length as u32);
-    message.encode_raw(&mut buffer);
-    buffer.freeze()
 }
 
 /// The answer's one message, or the status it carries.
@@ -174,7 +157,7 @@ mod tests {
     use crate::proto::InitSchemaResponse;
 
     fn framed(message: &impl Message) -> Bytes {
-        encode(message)
+        codec::frame(message)
     }
 
     #[test]

@@ -14,22 +14,20 @@ use std::{
 };
 
 use axum::{body::Body, extract::Request, response::Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use prost::Message;
 use tonic::{Status, metadata::MetadataMap};
 
-use crate::object_store::Gather;
-
-/// The gRPC frame before each message: a compression flag and a length.
-const PREFIX_BYTES: usize = 5;
+use crate::{
+    codec::{self, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX_BYTES},
+    object_store::Gather,
+};
 
 static GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 static GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-static GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
 
 /// Headers a handler's response metadata may not set (tonic drops them too).
 static RESERVED: [HeaderName; 5] = [
@@ -180,10 +178,6 @@ pub fn response<M: Message>(answer: Result<tonic::Response<M>, Status>, limit: u
         ))
         .into_http();
     }
-    let mut frame = BytesMut::with_capacity(PREFIX_BYTES + length);
-    frame.put_u8(0);
-    frame.put_u32(length as u32);
-    message.encode_raw(&mut frame);
     let mut headers = metadata.into_headers();
     if !headers.is_empty() {
         for name in &RESERVED {
@@ -192,7 +186,7 @@ pub fn response<M: Message>(answer: Result<tonic::Response<M>, Status>, limit: u
     }
     headers.insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE.clone());
     let mut response = http::Response::new(Body::new(OneMessage {
-        message: Some(frame.freeze()),
+        message: Some(codec::frame(&message)),
         trailers: true,
     }));
     *response.headers_mut() = headers;

@@ -135,7 +135,7 @@ fn deadline_trailers(timeout: Duration) -> http::HeaderMap {
 
 /// An error answered before any message: nothing streams after it.
 fn is_trailers_only(response: &Response) -> bool {
-    response.headers().contains_key("grpc-status")
+    response.headers().contains_key(&crate::codec::GRPC_STATUS)
 }
 
 /// A response stream cut at the deadline: the messages sent so far, then

@@ -149,9 +149,8 @@ fn new_request_id() -> String {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
-    static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     let code = headers
-        .get(&GRPC_STATUS)?
+        .get(&crate::codec::GRPC_STATUS)?
         .to_str()
         .ok()?
         .parse::<i32>()
