@@ -3,15 +3,21 @@
 
 mod common;
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use common::{BUCKET, TestBroker, binary_body, sha256};
+use resource_broker::config::PayloadSigning;
 use resource_broker::proto::{
     ByteRange, DeleteObjectRequest, GetObjectRequest, HeadObjectRequest, ListObjectsRequest,
     ObjectInfo, PutObjectHeader, PutObjectRequest, PutObjectResponse, get_object_response,
     object_store_client::ObjectStoreClient, put_object_request,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, transport::Channel};
 
 type Client = ObjectStoreClient<Channel>;
@@ -567,4 +573,82 @@ async fn uploads_in_progress_at_shutdown_are_aborted() {
     assert_eq!(s3.pending_upload_files(), Vec::<String>::new());
     drop(tx);
     let _ = upload.await;
+}
+
+/// Starts a broker whose S3 traffic goes through a loopback relay that keeps
+/// every byte the broker sends, with `signing` for uploads' bodies.
+async fn start_recording(signing: PayloadSigning) -> (TestBroker, Arc<Mutex<Vec<u8>>>) {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let recorded = sent.clone();
+    let broker = TestBroker::start_with(move |config| {
+        let target = config.s3.s3_endpoint_url.clone().unwrap();
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        config.s3.s3_endpoint_url = Some(format!("http://{}", listener.local_addr().unwrap()));
+        config.s3.payload_signing = signing;
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut from_broker, _)) = listener.accept().await {
+                let mut to_s3 = tokio::net::TcpStream::connect(&target).await.unwrap();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let (mut broker_read, mut broker_write) = from_broker.split();
+                    let (mut s3_read, mut s3_write) = to_s3.split();
+                    let upstream = async {
+                        let mut buffer = vec![0; 64 * 1024];
+                        loop {
+                            let n = broker_read.read(&mut buffer).await?;
+                            if n == 0 {
+                                return s3_write.shutdown().await;
+                            }
+                            recorded.lock().unwrap().extend_from_slice(&buffer[..n]);
+                            s3_write.write_all(&buffer[..n]).await?;
+                        }
+                    };
+                    let downstream = tokio::io::copy(&mut s3_read, &mut broker_write);
+                    let _ = tokio::try_join!(upstream, downstream);
+                });
+            }
+        });
+    })
+    .await;
+    (broker, sent)
+}
+
+/// (uploads' requests, those whose body was sent as UNSIGNED-PAYLOAD).
+fn uploads_and_unsigned(sent: &[u8]) -> (usize, usize) {
+    let count = |needle: &[u8]| sent.windows(needle.len()).filter(|w| *w == needle).count();
+    (
+        count(b"PUT /"),
+        count(b"x-amz-content-sha256: UNSIGNED-PAYLOAD"),
+    )
+}
+
+#[tokio::test]
+async fn upload_bodies_are_signed_as_configured() {
+    // 1 MiB goes in one PutObject, 12 MiB + 3 bytes in three parts.
+    let (small, large) = (binary_body(1024 * 1024), binary_body(12 * 1024 * 1024 + 3));
+    for (signing, signed) in [
+        (PayloadSigning::Never, false),
+        // `auto` signs over plain HTTP: nothing else protects the body.
+        (PayloadSigning::Auto, true),
+        (PayloadSigning::Always, true),
+    ] {
+        let (broker, sent) = start_recording(signing).await;
+        let mut client = broker.object_store().await;
+        for (key, body) in [("signing/small", &small), ("signing/large", &large)] {
+            let put = put(&mut client, key, body, 256 * 1024).await.unwrap();
+            assert_eq!(put.size, body.len() as i64);
+            let (_, got, _) = get(&mut client, key, None).await.unwrap();
+            assert_eq!(sha256(&got), sha256(body), "{signing:?}: {key} round trips");
+        }
+        let (uploads, unsigned) = uploads_and_unsigned(&sent.lock().unwrap());
+        assert_eq!(
+            uploads, 4,
+            "{signing:?}: one PutObject and three UploadParts"
+        );
+        let expected = if signed { 0 } else { uploads };
+        assert_eq!(unsigned, expected, "{signing:?}: bodies sent unsigned");
+    }
 }

@@ -33,11 +33,14 @@ use crate::{
 /// The object store over one S3 endpoint, with a default bucket.
 #[derive(Clone)]
 pub struct S3Store {
-    client: Client,
+    pub(super) client: Client,
+    /// Whether uploads' bodies are hashed into their signature
+    /// ([`S3Config::signs_bodies`]).
+    pub(super) sign_bodies: bool,
     default_bucket: String,
     part_size: usize,
-    guard: Guard,
-    uploads: PendingUploads,
+    pub(super) guard: Guard,
+    pub(super) uploads: PendingUploads,
 }
 
 impl S3Store {
@@ -80,6 +83,7 @@ impl S3Store {
         }
         Self {
             client: Client::from_conf(builder.build()),
+            sign_bodies: config.signs_bodies(),
             default_bucket: config.bucket().to_owned(),
             part_size: config.part_size_mib * 1024 * 1024,
             guard: Guard::new("s3", resilience),
@@ -284,9 +288,7 @@ impl S3Store {
                     Some(current) => current,
                     None => upload.insert(
                         Upload::start(
-                            self.client.clone(),
-                            self.guard.clone(),
-                            self.uploads.clone(),
+                            self,
                             bucket.clone(),
                             key.clone(),
                             content_type.clone(),
@@ -311,15 +313,21 @@ impl S3Store {
                 let output = self
                     .guard
                     .call("PutObject", Once, || {
-                        self.client
+                        let request = self
+                            .client
                             .put_object()
                             .bucket(&bucket)
                             .key(&key)
                             .set_content_type(content_type.clone())
                             .set_metadata(metadata.clone())
                             .body(SdkByteStream::from(body.clone()))
-                            .send()
-                            .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))
+                            .customize();
+                        match self.sign_bodies {
+                            true => request,
+                            false => request.disable_payload_signing(),
+                        }
+                        .send()
+                        .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))
                     })
                     .await?;
                 unquote(output.e_tag())

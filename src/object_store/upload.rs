@@ -19,7 +19,7 @@ use futures::TryFutureExt;
 use aws_sdk_s3::operation::upload_part::UploadPartOutput;
 use tokio::task::JoinHandle;
 
-use super::{ObjectStoreError, Result, s3::Metadata, s3::unquote};
+use super::{ObjectStoreError, Result, S3Store, s3::Metadata, s3::unquote};
 use crate::resilience::{Guard, Idempotency::Once, deadline};
 
 /// Multipart uploads in progress; closed at shutdown.
@@ -82,6 +82,7 @@ impl PendingUploads {
 /// A multipart upload in progress.
 pub(super) struct Upload {
     client: Client,
+    sign_bodies: bool,
     guard: Guard,
     pending: PendingUploads,
     bucket: String,
@@ -102,14 +103,14 @@ impl Upload {
     /// the upload id and drops the [`Upload`], which aborts it, so no upload
     /// is left behind whatever moment the client chooses to cancel.
     pub(super) async fn start(
-        client: Client,
-        guard: Guard,
-        pending: PendingUploads,
+        store: &S3Store,
         bucket: String,
         key: String,
         content_type: Option<String>,
         metadata: Metadata,
     ) -> Result<Self> {
+        let (client, sign_bodies) = (store.client.clone(), store.sign_bodies);
+        let (guard, pending) = (store.guard.clone(), store.uploads.clone());
         let task = tokio::spawn(async move {
             let output = guard
                 .call("CreateMultipartUpload", Once, || {
@@ -134,6 +135,7 @@ impl Upload {
             };
             Ok(Self {
                 client,
+                sign_bodies,
                 guard,
                 pending,
                 bucket,
@@ -153,6 +155,7 @@ impl Upload {
     pub(super) async fn upload_part(&mut self, body: Bytes) -> Result<()> {
         let part_number = self.parts.len() as i32 + 1;
         let (client, guard) = (self.client.clone(), self.guard.clone());
+        let sign_bodies = self.sign_bodies;
         let (bucket, key, upload_id) = (
             self.bucket.clone(),
             self.key.clone(),
@@ -168,15 +171,20 @@ impl Upload {
                 return Err(shutting_down());
             }
             let attempt = guard.call("UploadPart", Once, || {
-                client
+                let request = client
                     .upload_part()
                     .bucket(&bucket)
                     .key(&key)
                     .upload_id(&upload_id)
                     .part_number(part_number)
                     .body(ByteStream::from(body.clone()))
-                    .send()
-                    .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))
+                    .customize();
+                match sign_bodies {
+                    true => request,
+                    false => request.disable_payload_signing(),
+                }
+                .send()
+                .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))
             });
             match left {
                 Some(left) => deadline::scope(left, attempt).await,
