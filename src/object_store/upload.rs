@@ -179,9 +179,10 @@ impl Upload {
                     .part_number(part_number)
                     .body(ByteStream::from(body.clone()))
                     .customize();
-                match sign_bodies {
-                    true => request,
-                    false => request.disable_payload_signing(),
+                if sign_bodies {
+                    request
+                } else {
+                    request.disable_payload_signing()
                 }
                 .send()
                 .map_err(|e| ObjectStoreError::from_sdk(e, &bucket, &key))
