@@ -48,16 +48,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// (written by `scripts/order-functions.sh`): what an idle broker runs
 /// first, then what its calls run, so that the pages they take are few
 /// (the kernel maps code in 64 KiB windows around each page touched).
-/// Optimised builds for x86_64 Linux only, where rustc links with lld; the
-/// names hold a hash of the build settings, so the file matches `--profile
-/// dist`, and lld ignores the names it does not find.
+/// Optimised builds for x86_64 Linux only, where rustc links with its own
+/// lld unless told otherwise (a linker chosen in Cargo's configuration or
+/// in RUSTFLAGS turns the order off: GNU ld has no such option); the names
+/// hold a hash of the build settings, so the file matches `--profile dist`,
+/// and lld ignores the names it does not find.
 fn order_functions() -> Result<(), Box<dyn std::error::Error>> {
     let order = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("build/function-order.txt");
     println!("cargo:rerun-if-changed={}", order.display());
     let lld_target = env::var("CARGO_CFG_TARGET_ARCH")? == "x86_64"
         && env::var("CARGO_CFG_TARGET_OS")? == "linux"
         && env::var("CARGO_CFG_TARGET_ENV")? == "gnu";
-    if env::var("PROFILE")? == "release" && lld_target && order.is_file() {
+    let own_linker = env::var_os("RUSTC_LINKER").is_some()
+        || env::var("CARGO_ENCODED_RUSTFLAGS")
+            .is_ok_and(|flags| flags.contains("linker") || flags.contains("link-self-contained"));
+    if env::var("PROFILE")? == "release" && lld_target && !own_linker && order.is_file() {
         println!(
             "cargo:rustc-link-arg-bin=broker=-Wl,--symbol-ordering-file={}",
             order.display()
