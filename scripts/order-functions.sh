@@ -18,9 +18,9 @@
 # against the PostgreSQL at DATABASE_URL (default: a database of its own on
 # 127.0.0.1:5432, dropped at the end) and `broker dev`'s local S3 server;
 # it idles with health checks and probes, then the interop client (.venv,
-# `scripts/setup.sh`) makes every kind of call. Symbol names hold a hash of the crate's build
-# settings: the file matches the `dist` profile built by this toolchain,
-# and names it does not match are ignored by the linker.
+# `scripts/setup.sh`) makes every kind of call. Symbol names hold a hash of
+# the crate's build settings: the file matches the `dist` profile built by
+# this toolchain, and names it does not match are ignored by the linker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
