@@ -26,7 +26,12 @@ pub static GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("applicatio
 
 /// `message` with its prefix, uncompressed, in one buffer.
 pub fn frame(message: &impl prost::Message) -> Bytes {
-    let length = message.encoded_len();
+    frame_of_length(message, message.encoded_len())
+}
+
+/// [`frame`] for a message whose encoded length the caller has already
+/// worked out (a message's `encoded_len` walks all of its fields).
+pub fn frame_of_length(message: &impl prost::Message, length: usize) -> Bytes {
     let mut frame = BytesMut::with_capacity(PREFIX_BYTES + length);
     frame.put_u8(0);
     frame.put_u32(length as u32);

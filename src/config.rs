@@ -413,26 +413,6 @@ pub enum PayloadSigning {
     Never,
 }
 
-impl S3Config {
-    /// Whether an upload's body is hashed into its signature. SigV4 can
-    /// cover every byte (SHA-256, about half the broker's CPU for a 1 MiB
-    /// PutObject); over TLS — AWS's own endpoints and any `https://` one —
-    /// TLS already protects the body in transit, so `auto` sends it as
-    /// `UNSIGNED-PAYLOAD` there (method, bucket, key and headers stay
-    /// signed) and signs it only over plain HTTP, where nothing else would.
-    pub fn signs_bodies(&self) -> bool {
-        match self.payload_signing {
-            PayloadSigning::Always => true,
-            PayloadSigning::Never => false,
-            PayloadSigning::Auto => self.s3_endpoint_url.as_deref().is_some_and(|url| {
-                !url.trim_start()
-                    .get(..8)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
-            }),
-        }
-    }
-}
-
 /// An access key pair given directly rather than found by the AWS chain.
 #[derive(Clone)]
 pub struct StaticCredentials {
@@ -468,6 +448,24 @@ impl S3Config {
             anyhow::bail!("BROKER_S3_PART_SIZE_MIB must be between 5 and 5120");
         }
         Ok(())
+    }
+
+    /// Whether an upload's body is hashed into its signature. SigV4 can
+    /// cover every byte (SHA-256, about half the broker's CPU for a 1 MiB
+    /// PutObject); over TLS — AWS's own endpoints and any `https://` one —
+    /// TLS already protects the body in transit, so `auto` sends it as
+    /// `UNSIGNED-PAYLOAD` there (method, bucket, key and headers stay
+    /// signed) and signs it only over plain HTTP, where nothing else would.
+    pub fn signs_bodies(&self) -> bool {
+        match self.payload_signing {
+            PayloadSigning::Always => true,
+            PayloadSigning::Never => false,
+            PayloadSigning::Auto => self.s3_endpoint_url.as_deref().is_some_and(|url| {
+                !url.trim_start()
+                    .get(..8)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+            }),
+        }
     }
 
     /// The default bucket; only call after [`S3Config::validate`].

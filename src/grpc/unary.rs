@@ -186,7 +186,7 @@ pub fn response<M: Message>(answer: Result<tonic::Response<M>, Status>, limit: u
     }
     headers.insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE.clone());
     let mut response = http::Response::new(Body::new(OneMessage {
-        message: Some(codec::frame(&message)),
+        message: Some(codec::frame_of_length(&message, length)),
         trailers: true,
     }));
     *response.headers_mut() = headers;
