@@ -31,6 +31,9 @@ use crate::{
     telemetry, web,
 };
 
+mod linger;
+use linger::Lingering;
+
 /// The backends the broker serves, and the request limits every doorway shares.
 #[derive(Clone)]
 pub struct Backends {
@@ -244,6 +247,7 @@ async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = Lingering::new(stream);
         let (doors, builder, tls, watcher) = (
             doors.clone(),
             builder.clone(),
