@@ -25,7 +25,7 @@ use crate::{
     dev::{postgres, s3_server},
 };
 pub use report::{Cell, Report};
-use workload::Workload;
+use workload::{Load, Workload};
 
 /// Options of `broker bench`.
 #[derive(Debug, Clone, Args)]
@@ -62,6 +62,20 @@ pub struct BenchArgs {
     /// worker costs more in wake-ups than it brings.
     #[arg(long, default_value_t = 1)]
     pub broker_threads: usize,
+    /// After each workload's cells, run it once more at the largest
+    /// concurrency on a fixed schedule (an open loop): this fraction of the
+    /// calls/s the broker reached there, the same on every path (0 skips).
+    /// The closed-loop cells show latency at saturation; these show it at a
+    /// load the machine carries.
+    #[arg(long, default_value_t = 0.25, value_parser = parse_fraction)]
+    pub paced_load: f64,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
+    }
 }
 
 /// The broker child process and how to read its resource use.
@@ -226,44 +240,27 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
         .iter()
         .map(|w| w.parse())
         .collect::<Result<_, _>>()?;
+    let paths = Paths {
+        direct: paths::Path::Direct(&direct),
+        broker: paths::Path::Broker(&client),
+        pgbouncer: pgbouncer.as_ref().map(paths::Path::PgBouncer),
+        process: &broker,
+    };
+    let most = args.concurrency.iter().copied().max().unwrap_or(1);
     for workload in &workloads {
         for &concurrency in &args.concurrency {
-            let direct_cell = workload::run_cell(
-                workload,
-                &paths::Path::Direct(&direct),
-                concurrency,
-                args.duration,
-                None,
-            )
-            .await?;
-            let broker_cell = workload::run_cell(
-                workload,
-                &paths::Path::Broker(&client),
-                concurrency,
-                args.duration,
-                Some(&broker),
-            )
-            .await?;
-            let bouncer_cell = match (&pgbouncer, workload.is_sql()) {
-                (Some(bouncer), true) => Some(
-                    workload::run_cell(
-                        workload,
-                        &paths::Path::PgBouncer(bouncer),
-                        concurrency,
-                        args.duration,
-                        None,
-                    )
-                    .await?,
-                ),
-                _ => None,
-            };
-            report.add(
-                workload.name(),
-                concurrency,
-                direct_cell,
-                broker_cell,
-                bouncer_cell,
-            );
+            let (direct, broker, bouncer) = paths
+                .cells(workload, concurrency, Load::Closed, args.duration)
+                .await?;
+            report.add(workload.name(), concurrency, direct, broker, bouncer);
+        }
+        let saturated = report.rows.last().map_or(0.0, |row| row.broker.ops_per_s);
+        if args.paced_load > 0.0 && saturated > 0.0 {
+            let calls_per_s = args.paced_load * saturated;
+            let (direct, broker, bouncer) = paths
+                .cells(workload, most, Load::Paced { calls_per_s }, args.duration)
+                .await?;
+            report.add_paced(workload.name(), most, calls_per_s, direct, broker, bouncer);
         }
     }
     let _ = broker.child.kill().await;
@@ -277,6 +274,36 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
         let _ = broker.child.kill().await;
     }
     Ok(report)
+}
+
+/// The paths one cell's work goes through.
+struct Paths<'a> {
+    direct: paths::Path<'a>,
+    broker: paths::Path<'a>,
+    pgbouncer: Option<paths::Path<'a>>,
+    process: &'a BrokerProcess,
+}
+
+impl Paths<'_> {
+    /// The same work on each path in turn: direct, the broker, and
+    /// PgBouncer for SQL when it runs.
+    async fn cells(
+        &self,
+        workload: &Workload,
+        concurrency: usize,
+        load: Load,
+        duration: Duration,
+    ) -> anyhow::Result<(Cell, Cell, Option<Cell>)> {
+        let run =
+            |path, broker| workload::run_cell(workload, path, concurrency, load, duration, broker);
+        let direct = run(&self.direct, None).await?;
+        let broker = run(&self.broker, Some(self.process)).await?;
+        let bouncer = match (&self.pgbouncer, workload.is_sql()) {
+            (Some(bouncer), true) => Some(run(bouncer, None).await?),
+            _ => None,
+        };
+        Ok((direct, broker, bouncer))
+    }
 }
 
 /// Starts `broker serve` on a free loopback port and waits until SERVING.

@@ -34,6 +34,25 @@ pub struct Row {
     pub added_p50_us: f64,
 }
 
+/// One workload on a fixed schedule (an open loop), every path.
+#[derive(Debug, Serialize)]
+pub struct PacedRow {
+    pub workload: &'static str,
+    pub concurrency: usize,
+    /// Calls per second offered on every path.
+    pub offered_calls_per_s: f64,
+    pub direct: Cell,
+    pub broker: Cell,
+    pub pgbouncer: Option<Cell>,
+    /// The broker's p50 and p99 are a hundredth of the seed's targets or
+    /// less (P50 < 50 ms and P99 < 200 ms: 500 µs and 2 ms).
+    pub seed_targets_met_100x: bool,
+}
+
+/// The seed's latency targets with two orders of magnitude to spare.
+const SEED_P50_US: f64 = 50_000.0 / 100.0;
+const SEED_P99_US: f64 = 200_000.0 / 100.0;
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub startup_ms: f64,
@@ -44,6 +63,8 @@ pub struct Report {
     pub broker_threads: usize,
     pub pgbouncer: bool,
     pub rows: Vec<Row>,
+    /// The same workloads at a fixed offered load (`--paced-load`).
+    pub paced: Vec<PacedRow>,
     pub streaming: Option<Streaming>,
 }
 
@@ -56,6 +77,7 @@ impl Report {
             broker_threads,
             pgbouncer,
             rows: Vec::new(),
+            paced: Vec::new(),
             streaming: None,
         }
     }
@@ -76,6 +98,28 @@ impl Report {
                 .as_ref()
                 .map(|p| broker.ops_per_s / p.ops_per_s.max(f64::MIN_POSITIVE)),
             added_p50_us: broker.p50_us - direct.p50_us,
+            direct,
+            broker,
+            pgbouncer,
+        });
+    }
+
+    pub fn add_paced(
+        &mut self,
+        workload: &'static str,
+        concurrency: usize,
+        offered_calls_per_s: f64,
+        direct: Cell,
+        broker: Cell,
+        pgbouncer: Option<Cell>,
+    ) {
+        self.paced.push(PacedRow {
+            workload,
+            concurrency,
+            offered_calls_per_s,
+            seed_targets_met_100x: broker.errors == 0
+                && broker.p50_us < SEED_P50_US
+                && broker.p99_us < SEED_P99_US,
             direct,
             broker,
             pgbouncer,
@@ -135,6 +179,9 @@ impl Report {
                 b.errors + row.direct.errors,
             );
         }
+        if !self.paced.is_empty() {
+            self.print_paced();
+        }
         if let Some(s) = &self.streaming {
             println!(
                 "\nstreaming {} MiB: put direct {:.0} MiB/s, broker {:.0} MiB/s ({:.2}x); get direct {:.0} MiB/s, broker {:.0} MiB/s ({:.2}x); broker peak RSS {:.1} MiB",
@@ -146,6 +193,49 @@ impl Report {
                 s.broker_get_mib_s,
                 s.get_ratio,
                 s.broker_peak_rss_mib
+            );
+        }
+    }
+
+    fn print_paced(&self) {
+        println!(
+            "\npaced: each workload again at {} clients on a fixed schedule, offered the same calls/s on every path; latency counts from when a call was due",
+            self.paced[0].concurrency
+        );
+        println!(
+            "{:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            "workload",
+            "offered/s",
+            "broker/s",
+            "dir p50",
+            "dir p99",
+            "brk p50",
+            "brk p99",
+            "brk p99.9",
+            "pgb p50",
+            "seed/100",
+            "errors"
+        );
+        let us = |v: f64| format!("{v:.0} µs");
+        for row in &self.paced {
+            let b = &row.broker;
+            println!(
+                "{:<16} {:>10.0} {:>10.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
+                row.workload,
+                row.offered_calls_per_s,
+                b.ops_per_s,
+                us(row.direct.p50_us),
+                us(row.direct.p99_us),
+                us(b.p50_us),
+                us(b.p99_us),
+                us(b.p999_us),
+                row.pgbouncer.as_ref().map_or("-".into(), |p| us(p.p50_us)),
+                if row.seed_targets_met_100x {
+                    "met"
+                } else {
+                    "not met"
+                },
+                b.errors + row.direct.errors,
             );
         }
     }

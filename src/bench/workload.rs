@@ -3,12 +3,14 @@
 use std::{
     str::FromStr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
+// tokio's clock: the same as std's, except that tests can pause it.
+use tokio::time::Instant;
 
 use super::{
     BrokerProcess,
@@ -139,11 +141,25 @@ pub async fn prepare(client: &BrokerClient) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the workers of a cell send their calls.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// Each worker sends its next call as soon as the last one is answered:
+    /// the most the path can do, where latency is concurrency ÷ throughput.
+    Closed,
+    /// The workers together send this many calls per second, each on its own
+    /// fixed schedule, whatever the answers' speed (an open loop, as agents
+    /// with work of their own between calls). A call sent late because the
+    /// worker's previous one was still running counts from when it was due.
+    Paced { calls_per_s: f64 },
+}
+
 /// Runs `workload` on `concurrency` workers for `duration`.
 pub async fn run_cell(
     workload: &Workload,
     path: &Path<'_>,
     concurrency: usize,
+    load: Load,
     duration: Duration,
     broker: Option<&BrokerProcess>,
 ) -> anyhow::Result<Cell> {
@@ -165,8 +181,11 @@ pub async fn run_cell(
             async move {
                 let mut mine = Vec::new();
                 let mut n = 0;
+                let mut schedule = Schedule::new(load, started, worker, concurrency);
                 while Instant::now() < end {
-                    let began = Instant::now();
+                    let Some(began) = schedule.next_call(end).await else {
+                        break;
+                    };
                     if workload.once(path, worker, n).await.is_err() {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -200,6 +219,55 @@ pub async fn run_cell(
         broker_cpu_s_per_1000: cpu,
         broker_peak_rss_mib: broker.map(|b| b.rss_kib().1 as f64 / 1024.0),
     })
+}
+
+/// When one worker's calls are due.
+struct Schedule {
+    /// Time between two calls of this worker (paced loads only).
+    interval: Option<Duration>,
+    next: Instant,
+}
+
+impl Schedule {
+    fn new(load: Load, started: Instant, worker: usize, concurrency: usize) -> Self {
+        match load {
+            Load::Closed => Self {
+                interval: None,
+                next: started,
+            },
+            Load::Paced { calls_per_s } => {
+                let interval = Duration::from_secs_f64(concurrency as f64 / calls_per_s);
+                // Workers spread evenly over one interval, not all at once.
+                let phase = interval.mul_f64(worker as f64 / concurrency as f64);
+                Self {
+                    interval: Some(interval),
+                    next: started + phase,
+                }
+            }
+        }
+    }
+
+    /// Waits until the next call is due and returns the instant its latency
+    /// counts from, or `None` when it would be due after `end`.
+    async fn next_call(&mut self, end: Instant) -> Option<Instant> {
+        let Some(interval) = self.interval else {
+            return Some(Instant::now());
+        };
+        let due = self.next;
+        if due >= end {
+            return None;
+        }
+        self.next += interval;
+        if Instant::now() < due {
+            // On time: the latency counts from the wake-up, so that the
+            // timer's own lateness (up to a millisecond) is not the path's.
+            tokio::time::sleep_until(due).await;
+            Some(Instant::now())
+        } else {
+            // Behind schedule (the previous call overran): the wait counts.
+            Some(due)
+        }
+    }
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> f64 {
@@ -304,4 +372,58 @@ pub async fn stream(
         get_ratio: broker_get / direct_get,
         broker_peak_rss_mib: broker.rss_kib().1 as f64 / 1024.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_workers_share_the_rate_and_spread_over_an_interval() {
+        let started = Instant::now();
+        let end = started + Duration::from_secs(1);
+        // 4 workers, 40 calls/s together: each every 100 ms, 25 ms apart.
+        let load = Load::Paced { calls_per_s: 40.0 };
+        let mut second = Schedule::new(load, started, 1, 4);
+        let mut dues = Vec::new();
+        while let Some(due) = second.next_call(end).await {
+            dues.push(due - started);
+        }
+        let expected: Vec<Duration> = (0..10)
+            .map(|n| Duration::from_millis(25 + 100 * n))
+            .collect();
+        assert_eq!(dues, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_sent_late_counts_from_when_it_was_due() {
+        let started = Instant::now();
+        let end = started + Duration::from_secs(1);
+        let mut schedule = Schedule::new(Load::Paced { calls_per_s: 10.0 }, started, 0, 1);
+        assert_eq!(schedule.next_call(end).await, Some(started));
+        // The first call takes 250 ms: the second (due at 100 ms) and third
+        // (due at 200 ms) start at once, and their latency counts from then.
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let late = schedule.next_call(end).await.unwrap();
+        assert_eq!(late - started, Duration::from_millis(100));
+        assert_eq!(
+            schedule.next_call(end).await.unwrap() - started,
+            Duration::from_millis(200)
+        );
+        // Back on time: the fourth waits until 300 ms.
+        assert_eq!(
+            schedule.next_call(end).await.unwrap() - started,
+            Duration::from_millis(300)
+        );
+        assert_eq!(Instant::now() - started, Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_loop_sends_at_once() {
+        let started = Instant::now();
+        let mut schedule = Schedule::new(Load::Closed, started, 3, 4);
+        let end = started + Duration::from_secs(1);
+        assert_eq!(schedule.next_call(end).await, Some(started));
+        assert_eq!(schedule.next_call(end).await, Some(started));
+    }
 }
