@@ -55,14 +55,20 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
         assert_eq!(row["concurrency"], 2);
         let offered = row["offered_calls_per_s"].as_f64().unwrap();
         let saturated = closed["broker"]["ops_per_s"].as_f64().unwrap();
-        assert!((offered - saturated / 4.0).abs() < 1e-6 * saturated, "{row}");
+        assert!(
+            (offered - saturated / 4.0).abs() < 1e-6 * saturated,
+            "{row}"
+        );
         for path in ["direct", "broker"] {
             assert_eq!(row[path]["errors"], 0, "{row}");
             assert!(row[path]["calls"].as_u64().unwrap() > 0, "{row}");
         }
         assert!(row["seed_targets_met_100x"].is_boolean(), "{row}");
     }
-    assert!(stdout.contains("paced: each workload again at 2 clients"), "{stdout}");
+    assert!(
+        stdout.contains("paced: each workload again at 2 clients"),
+        "{stdout}"
+    );
     assert!(report["startup_ms"].as_f64().unwrap() > 0.0);
     assert!(report["streaming"]["broker_peak_rss_mib"].as_f64().unwrap() > 0.0);
 }
