@@ -226,6 +226,9 @@ struct Schedule {
     /// Time between two calls of this worker (paced loads only).
     interval: Option<Duration>,
     next: Instant,
+    /// When the worker last woke from waiting for a call's time: since
+    /// then it has been sending calls back to back.
+    busy_since: Option<Instant>,
 }
 
 impl Schedule {
@@ -234,6 +237,7 @@ impl Schedule {
             Load::Closed => Self {
                 interval: None,
                 next: started,
+                busy_since: None,
             },
             Load::Paced { calls_per_s } => {
                 let interval = Duration::from_secs_f64(concurrency as f64 / calls_per_s);
@@ -242,6 +246,7 @@ impl Schedule {
                 Self {
                     interval: Some(interval),
                     next: started + phase,
+                    busy_since: None,
                 }
             }
         }
@@ -262,10 +267,14 @@ impl Schedule {
             // On time: the latency counts from the wake-up, so that the
             // timer's own lateness (up to a millisecond) is not the path's.
             tokio::time::sleep_until(due).await;
-            Some(Instant::now())
+            let woke = Instant::now();
+            self.busy_since = Some(woke);
+            Some(woke)
         } else {
-            // Behind schedule (the previous call overran): the wait counts.
-            Some(due)
+            // Behind schedule: the wait behind the worker's earlier calls
+            // counts, from when this one was due or, if the timer woke the
+            // worker only after that, from the wake-up.
+            Some(self.busy_since.map_or(due, |busy| busy.max(due)))
         }
     }
 }
@@ -416,6 +425,25 @@ mod tests {
             Duration::from_millis(300)
         );
         assert_eq!(Instant::now() - started, Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_wake_up_is_not_counted_against_the_calls_it_delays() {
+        let started = Instant::now();
+        let end = started + Duration::from_secs(1);
+        let mut schedule = Schedule::new(Load::Paced { calls_per_s: 10.0 }, started, 0, 1);
+        schedule.next_call(end).await;
+        // The timer wakes the worker for its second call (due at 100 ms) at
+        // 250 ms; that call takes 10 ms, so the third (due at 200 ms) waited
+        // behind it from 250 ms, not from when it was due.
+        tokio::time::advance(Duration::from_millis(250)).await;
+        schedule.busy_since = Some(Instant::now());
+        schedule.next = started + Duration::from_millis(200);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(
+            schedule.next_call(end).await.unwrap() - started,
+            Duration::from_millis(250)
+        );
     }
 
     #[tokio::test(start_paused = true)]
