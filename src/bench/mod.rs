@@ -248,13 +248,17 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
     };
     let most = args.concurrency.iter().copied().max().unwrap_or(1);
     for workload in &workloads {
+        // What the broker reached at the largest concurrency.
+        let mut saturated = 0.0;
         for &concurrency in &args.concurrency {
             let (direct, broker, bouncer) = paths
                 .cells(workload, concurrency, Load::Closed, args.duration)
                 .await?;
+            if concurrency == most {
+                saturated = broker.ops_per_s;
+            }
             report.add(workload.name(), concurrency, direct, broker, bouncer);
         }
-        let saturated = report.rows.last().map_or(0.0, |row| row.broker.ops_per_s);
         if args.paced_load > 0.0 && saturated > 0.0 {
             let calls_per_s = args.paced_load * saturated;
             let (direct, broker, bouncer) = paths
