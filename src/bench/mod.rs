@@ -6,6 +6,7 @@
 //! time and memory are its own. Figures are printed and written as JSON;
 //! nothing is asserted.
 
+mod pacer;
 mod paths;
 mod report;
 mod workload;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::{
     BrokerProcess,
+    pacer::Pacer,
     paths::{Direct, Path},
     report::Cell,
 };
@@ -173,17 +174,22 @@ pub async fn run_cell(
     let cpu_before = broker.map(BrokerProcess::cpu_seconds);
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pacer = match load {
+        Load::Paced { .. } => Some(Pacer::start()?),
+        Load::Closed => None,
+    };
     let started = Instant::now();
     let end = started + duration;
     futures::stream::iter(0..concurrency)
         .for_each_concurrent(None, |worker| {
             let (latencies, errors) = (latencies.clone(), errors.clone());
+            let pacer = pacer.as_ref();
             async move {
                 let mut mine = Vec::new();
                 let mut n = 0;
                 let mut schedule = Schedule::new(load, started, worker, concurrency);
                 while Instant::now() < end {
-                    let Some(began) = schedule.next_call(end).await else {
+                    let Some(began) = schedule.next_call(end, pacer).await else {
                         break;
                     };
                     if workload.once(path, worker, n).await.is_err() {
@@ -252,9 +258,10 @@ impl Schedule {
         }
     }
 
-    /// Waits until the next call is due and returns the instant its latency
-    /// counts from, or `None` when it would be due after `end`.
-    async fn next_call(&mut self, end: Instant) -> Option<Instant> {
+    /// Waits until the next call is due (on `pacer`'s fine clock, or
+    /// tokio's millisecond one without it) and returns the instant its
+    /// latency counts from, or `None` when it would be due after `end`.
+    async fn next_call(&mut self, end: Instant, pacer: Option<&Pacer>) -> Option<Instant> {
         let Some(interval) = self.interval else {
             return Some(Instant::now());
         };
@@ -265,8 +272,11 @@ impl Schedule {
         self.next += interval;
         if Instant::now() < due {
             // On time: the latency counts from the wake-up, so that the
-            // timer's own lateness (up to a millisecond) is not the path's.
-            tokio::time::sleep_until(due).await;
+            // timer's own lateness is not the path's.
+            match pacer {
+                Some(pacer) => pacer.sleep_until(due).await,
+                None => tokio::time::sleep_until(due).await,
+            }
             let woke = Instant::now();
             self.busy_since = Some(woke);
             Some(woke)
@@ -395,7 +405,7 @@ mod tests {
         let load = Load::Paced { calls_per_s: 40.0 };
         let mut second = Schedule::new(load, started, 1, 4);
         let mut dues = Vec::new();
-        while let Some(due) = second.next_call(end).await {
+        while let Some(due) = second.next_call(end, None).await {
             dues.push(due - started);
         }
         let expected: Vec<Duration> = (0..10)
@@ -409,19 +419,19 @@ mod tests {
         let started = Instant::now();
         let end = started + Duration::from_secs(1);
         let mut schedule = Schedule::new(Load::Paced { calls_per_s: 10.0 }, started, 0, 1);
-        assert_eq!(schedule.next_call(end).await, Some(started));
+        assert_eq!(schedule.next_call(end, None).await, Some(started));
         // The first call takes 250 ms: the second (due at 100 ms) and third
         // (due at 200 ms) start at once, and their latency counts from then.
         tokio::time::advance(Duration::from_millis(250)).await;
-        let late = schedule.next_call(end).await.unwrap();
+        let late = schedule.next_call(end, None).await.unwrap();
         assert_eq!(late - started, Duration::from_millis(100));
         assert_eq!(
-            schedule.next_call(end).await.unwrap() - started,
+            schedule.next_call(end, None).await.unwrap() - started,
             Duration::from_millis(200)
         );
         // Back on time: the fourth waits until 300 ms.
         assert_eq!(
-            schedule.next_call(end).await.unwrap() - started,
+            schedule.next_call(end, None).await.unwrap() - started,
             Duration::from_millis(300)
         );
         assert_eq!(Instant::now() - started, Duration::from_millis(300));
@@ -432,7 +442,7 @@ mod tests {
         let started = Instant::now();
         let end = started + Duration::from_secs(1);
         let mut schedule = Schedule::new(Load::Paced { calls_per_s: 10.0 }, started, 0, 1);
-        schedule.next_call(end).await;
+        schedule.next_call(end, None).await;
         // The timer wakes the worker for its second call (due at 100 ms) at
         // 250 ms; that call takes 10 ms, so the third (due at 200 ms) waited
         // behind it from 250 ms, not from when it was due.
@@ -441,7 +451,7 @@ mod tests {
         schedule.next = started + Duration::from_millis(200);
         tokio::time::advance(Duration::from_millis(10)).await;
         assert_eq!(
-            schedule.next_call(end).await.unwrap() - started,
+            schedule.next_call(end, None).await.unwrap() - started,
             Duration::from_millis(250)
         );
     }
@@ -451,7 +461,7 @@ mod tests {
         let started = Instant::now();
         let mut schedule = Schedule::new(Load::Closed, started, 3, 4);
         let end = started + Duration::from_secs(1);
-        assert_eq!(schedule.next_call(end).await, Some(started));
-        assert_eq!(schedule.next_call(end).await, Some(started));
+        assert_eq!(schedule.next_call(end, None).await, Some(started));
+        assert_eq!(schedule.next_call(end, None).await, Some(started));
     }
 }
