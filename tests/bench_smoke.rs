@@ -27,7 +27,9 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
         .unwrap();
     let stdout = common::succeeded(&output);
     assert!(
-        stdout.contains("b/dir") && stdout.contains("streaming 2 MiB"),
+        stdout.contains("b/dir")
+            && stdout.contains("mach s/1k d/b/p")
+            && stdout.contains("streaming 2 MiB"),
         "{stdout}"
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -40,6 +42,13 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
         assert!(row["broker"]["calls"].as_u64().unwrap() > 0, "{row}");
         assert_eq!(row["broker"]["errors"], 0, "{row}");
         assert!(row["broker_vs_direct"].as_f64().unwrap() > 0.0, "{row}");
+        // Every path's cell ran on this machine's cores: some busy time.
+        for path in ["direct", "broker"] {
+            assert!(
+                row[path]["machine_cpu_s_per_1000"].as_f64().unwrap() > 0.0,
+                "{row}"
+            );
+        }
     }
     // One paced row per workload, at the largest concurrency, each path
     // offered the same load: a quarter of what the broker reached there.

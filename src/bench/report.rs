@@ -15,6 +15,10 @@ pub struct Cell {
     pub p999_us: f64,
     /// Broker CPU seconds per 1,000 calls (broker path only).
     pub broker_cpu_s_per_1000: Option<f64>,
+    /// CPU seconds the whole machine was busy per 1,000 calls: the
+    /// clients, the broker or PgBouncer, PostgreSQL, the S3 server and
+    /// anything else running (Linux only).
+    pub machine_cpu_s_per_1000: Option<f64>,
     pub broker_peak_rss_mib: Option<f64>,
 }
 
@@ -47,6 +51,21 @@ pub struct PacedRow {
     /// The broker's p50 and p99 are a hundredth of the seed's targets or
     /// less (P50 < 50 ms and P99 < 200 ms: 500 µs and 2 ms).
     pub seed_targets_met_100x: bool,
+}
+
+/// The machine's CPU seconds per 1,000 calls on each path: direct,
+/// broker, PgBouncer ("-" where not measured).
+fn machine_cpu(row: &Row) -> String {
+    let path = |cell: Option<&Cell>| {
+        cell.and_then(|c| c.machine_cpu_s_per_1000)
+            .map_or("-".into(), |s| format!("{s:.3}"))
+    };
+    format!(
+        "{}/{}/{}",
+        path(Some(&row.direct)),
+        path(Some(&row.broker)),
+        path(row.pgbouncer.as_ref())
+    )
 }
 
 /// The seed's latency targets with two orders of magnitude to spare.
@@ -140,7 +159,7 @@ impl Report {
             }
         );
         println!(
-            "{:<16} {:>4} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}",
+            "{:<16} {:>4} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>17} {:>7} {:>6}",
             "workload",
             "conc",
             "direct/s",
@@ -153,13 +172,14 @@ impl Report {
             "p99 µs",
             "p99.9 µs",
             "cpu s/1k",
+            "mach s/1k d/b/p",
             "RSS MiB",
             "errors"
         );
         for row in &self.rows {
             let b = &row.broker;
             println!(
-                "{:<16} {:>4} {:>10.0} {:>10.0} {:>10} {:>7.2} {:>7} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.3} {:>7.1} {:>6}",
+                "{:<16} {:>4} {:>10.0} {:>10.0} {:>10} {:>7.2} {:>7} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.3} {:>17} {:>7.1} {:>6}",
                 row.workload,
                 row.concurrency,
                 row.direct.ops_per_s,
@@ -175,6 +195,7 @@ impl Report {
                 b.p99_us,
                 b.p999_us,
                 b.broker_cpu_s_per_1000.unwrap_or(0.0),
+                machine_cpu(row),
                 b.broker_peak_rss_mib.unwrap_or(0.0),
                 b.errors + row.direct.errors,
             );

@@ -172,6 +172,7 @@ pub async fn run_cell(
         b.reset_peak();
     }
     let cpu_before = broker.map(BrokerProcess::cpu_seconds);
+    let machine_before = machine_busy_seconds();
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let pacer = match load {
@@ -215,6 +216,10 @@ pub async fn run_cell(
         }
         _ => None,
     };
+    let machine = match (machine_before, machine_busy_seconds()) {
+        (Some(before), Some(after)) if calls > 0 => Some((after - before) * 1000.0 / calls as f64),
+        _ => None,
+    };
     Ok(Cell {
         calls,
         errors: errors.load(std::sync::atomic::Ordering::Relaxed),
@@ -223,8 +228,32 @@ pub async fn run_cell(
         p99_us: quantile(&latencies, 0.99),
         p999_us: quantile(&latencies, 0.999),
         broker_cpu_s_per_1000: cpu,
+        machine_cpu_s_per_1000: machine,
         broker_peak_rss_mib: broker.map(|b| b.rss_kib().1 as f64 / 1024.0),
     })
+}
+
+/// CPU seconds every core of the machine has been busy since boot (Linux's
+/// `/proc/stat`; `None` elsewhere).
+fn machine_busy_seconds() -> Option<f64> {
+    busy_seconds(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The busy time in `/proc/stat`'s first line: user, nice, system, irq and
+/// softirq, not idle, iowait or steal (time the hypervisor gave to others).
+fn busy_seconds(stat: &str) -> Option<f64> {
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, ..] = fields[..] else {
+        return None;
+    };
+    // USER_HZ is 100 on Linux.
+    Some((user + nice + system + irq + softirq) / 100.0)
 }
 
 /// When one worker's calls are due.
@@ -396,6 +425,19 @@ pub async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_time_is_user_nice_system_irq_softirq_of_all_cores() {
+        let stat = "cpu  1000 20 300 90000 50 4 6 700 0 0\ncpu0 500 10 150 45000 25 2 3 350 0 0\n";
+        assert_eq!(busy_seconds(stat), Some(13.3));
+        assert_eq!(
+            busy_seconds("cpu0 1 2 3 4 5 6 7\n"),
+            None,
+            "not the all-cores line"
+        );
+        assert_eq!(busy_seconds("cpu  1 2 3\n"), None, "too few fields");
+        assert_eq!(busy_seconds(""), None);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn paced_workers_share_the_rate_and_spread_over_an_interval() {
