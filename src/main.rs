@@ -10,9 +10,9 @@ use resource_broker::{
 };
 use tokio::net::TcpListener;
 
-/// mimalloc instead of glibc's malloc: a third less broker CPU per S3 call
-/// (aws-sdk-s3 allocates and frees hundreds of small objects per request),
-/// less for SQL. Built with `no_thp`: on transparent huge pages its
+/// mimalloc instead of glibc's malloc: a quarter to a third less broker CPU
+/// per S3 call (aws-sdk-s3 allocates and frees many small objects per
+/// request), a little less for SQL. Built with `no_thp`: on transparent huge pages its
 /// segments would add 7 MiB of private memory to an idle broker
 /// (docs/performance.md, "Allocator").
 #[global_allocator]
