@@ -62,8 +62,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Lingering<IO> {
             let mut buf = ReadBuf::new(&mut scratch);
             match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                    let quiet_until = (Instant::now() + LINGER_QUIET).min(linger.until);
-                    linger.quiet.as_mut().reset(quiet_until);
+                    let now = Instant::now();
+                    // A client that never pauses never lets the quiet timer
+                    // be polled: the longest linger is checked here too.
+                    if now >= linger.until {
+                        return Poll::Ready(());
+                    }
+                    linger
+                        .quiet
+                        .as_mut()
+                        .reset((now + LINGER_QUIET).min(linger.until));
                 }
                 // End of stream or an error: nothing more can arrive.
                 Poll::Ready(_) => return Poll::Ready(()),
@@ -167,6 +175,25 @@ mod tests {
             .await
             .expect("the server stops lingering once the client closes")
             .unwrap();
+    }
+
+    /// A client whose bytes never stop (the read is always ready) is let go
+    /// at the longest linger all the same.
+    #[tokio::test]
+    async fn a_client_that_never_pauses_is_let_go_at_the_longest_linger() {
+        let endless = tokio::io::join(tokio::io::repeat(b'x'), tokio::io::sink());
+        let mut stream = Lingering::new(endless);
+        let now = Instant::now();
+        stream.linger = Some(Linger {
+            until: now + Duration::from_millis(50),
+            quiet: Box::pin(tokio::time::sleep_until(now + LINGER_QUIET)),
+        });
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| stream.poll_linger(cx)),
+        )
+        .await
+        .expect("the linger ends at its longest");
     }
 
     #[tokio::test(start_paused = true)]
