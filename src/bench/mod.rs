@@ -79,6 +79,9 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Clock ticks per second of `/proc`'s CPU times (USER_HZ: 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
 /// The broker child process and how to read its resource use.
 pub struct BrokerProcess {
     child: tokio::process::Child,
@@ -110,8 +113,8 @@ impl BrokerProcess {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        // utime and stime are fields 14 and 15 (1-based), 11 and 12 here; USER_HZ is 100 on Linux.
-        (ticks(11) + ticks(12)) / 100.0
+        // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+        (ticks(11) + ticks(12)) / USER_HZ
     }
 
     /// (current RSS, peak RSS) in KiB.

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{
-    BrokerProcess,
+    BrokerProcess, USER_HZ,
     pacer::Pacer,
     paths::{Direct, Path},
     report::Cell,
@@ -252,8 +252,7 @@ fn busy_seconds(stat: &str) -> Option<f64> {
     let [user, nice, system, _idle, _iowait, irq, softirq, ..] = fields[..] else {
         return None;
     };
-    // USER_HZ is 100 on Linux.
-    Some((user + nice + system + irq + softirq) / 100.0)
+    Some((user + nice + system + irq + softirq) / USER_HZ)
 }
 
 /// When one worker's calls are due.
