@@ -19,7 +19,14 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
             "--workloads",
             "select1,head,put4k",
         ])
-        .args(["--stream-mib", "2", "--no-pgbouncer", "--json"])
+        .args([
+            "--stream-mib",
+            "2",
+            "--no-pgbouncer",
+            "--broker-connections",
+            "2",
+        ])
+        .arg("--json")
         .arg(&json)
         .env("BENCH_DATABASE_URL", admin)
         .output()
@@ -33,6 +40,7 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
         "{stdout}"
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["broker_connections"], 2);
     assert_eq!(
         report["rows"].as_array().unwrap().len(),
         6,

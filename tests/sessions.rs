@@ -66,11 +66,14 @@ fn int(response: &QueryResponse) -> i64 {
     }
 }
 
-/// Advisory locks held by anyone but the admin connection asking.
+/// Advisory locks held in this test's database by anyone but the admin
+/// connection asking (tests run side by side, each in its own database,
+/// and pg_locks shows the whole cluster's).
 async fn advisory_locks(admin: &tokio_postgres::Client) -> i64 {
     admin
         .query_one(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             &[],
         )
         .await

@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// worker costs more in wake-ups than it brings.
     #[arg(long, default_value_t = 1)]
     pub broker_threads: usize,
+    /// HTTP/2 connections the clients share out on the broker path (client
+    /// `i` uses connection `i mod n`). One by default: one agent process
+    /// with one `BrokerClient`, its calls multiplexed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub broker_connections: u16,
     /// After each workload's cells, run it once more at the largest
     /// concurrency on a fixed schedule (an open loop): this fraction of the
     /// calls/s the broker reached there, the same on every path (0 skips).
@@ -230,6 +235,12 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
     let mut broker = start_broker(setup, args.broker_threads).await?;
     let client = BrokerClient::connect(&broker.url, ClientOptions::default()).await?;
     workload::prepare(&client).await?;
+    let mut clients = paths::BrokerClients(vec![client.clone()]);
+    for _ in 1..args.broker_connections {
+        clients
+            .0
+            .push(BrokerClient::connect(&broker.url, ClientOptions::default()).await?);
+    }
     let direct =
         paths::Direct::connect(setup, args.concurrency.iter().copied().max().unwrap_or(1)).await?;
     let pgbouncer = if args.no_pgbouncer {
@@ -237,7 +248,7 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
     } else {
         paths::PgBouncer::start(setup).await?
     };
-    let mut report = Report::new(&broker, pgbouncer.is_some(), args.broker_threads);
+    let mut report = Report::new(&broker, pgbouncer.is_some(), args);
 
     let workloads: Vec<Workload> = args
         .workloads
@@ -246,7 +257,7 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
         .collect::<Result<_, _>>()?;
     let paths = Paths {
         direct: paths::Path::Direct(&direct),
-        broker: paths::Path::Broker(&client),
+        broker: paths::Path::Broker(&clients),
         pgbouncer: pgbouncer.as_ref().map(paths::Path::PgBouncer),
         process: &broker,
     };

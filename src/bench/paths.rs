@@ -242,6 +242,16 @@ impl Drop for PgBouncer {
 /// Which way a cell goes.
 pub enum Path<'a> {
     Direct(&'a Direct),
-    Broker(&'a BrokerClient),
+    Broker(&'a BrokerClients),
     PgBouncer(&'a PgBouncer),
+}
+
+/// The broker path's clients, each with a connection of its own: worker
+/// `i` calls through the `i mod n`th.
+pub struct BrokerClients(pub Vec<BrokerClient>);
+
+impl BrokerClients {
+    pub fn of(&self, worker: usize) -> &BrokerClient {
+        &self.0[worker % self.0.len()]
+    }
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{BrokerProcess, workload::Streaming};
+use super::{BenchArgs, BrokerProcess, workload::Streaming};
 
 /// One (workload, path, concurrency) measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +80,8 @@ pub struct Report {
     pub idle_private_mib: f64,
     /// The broker's worker threads.
     pub broker_threads: usize,
+    /// HTTP/2 connections the broker path's clients share out.
+    pub broker_connections: u16,
     pub pgbouncer: bool,
     pub rows: Vec<Row>,
     /// The same workloads at a fixed offered load (`--paced-load`).
@@ -88,12 +90,13 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(broker: &BrokerProcess, pgbouncer: bool, broker_threads: usize) -> Self {
+    pub fn new(broker: &BrokerProcess, pgbouncer: bool, args: &BenchArgs) -> Self {
         Self {
             startup_ms: broker.startup.as_secs_f64() * 1e3,
             idle_rss_mib: broker.idle_rss_kib as f64 / 1024.0,
             idle_private_mib: broker.idle_anon_kib as f64 / 1024.0,
-            broker_threads,
+            broker_threads: args.broker_threads,
+            broker_connections: args.broker_connections,
             pgbouncer,
             rows: Vec::new(),
             paced: Vec::new(),
@@ -147,8 +150,9 @@ impl Report {
 
     pub fn print(&self) {
         println!(
-            "\nbroker bench: broker on {} worker thread(s); start-up to SERVING {:.0} ms, idle RSS {:.1} MiB ({:.1} MiB private, the rest code pages){}\n",
+            "\nbroker bench: broker on {} worker thread(s), clients on {} connection(s); start-up to SERVING {:.0} ms, idle RSS {:.1} MiB ({:.1} MiB private, the rest code pages){}\n",
             self.broker_threads,
+            self.broker_connections,
             self.startup_ms,
             self.idle_rss_mib,
             self.idle_private_mib,

@@ -78,19 +78,31 @@ impl Workload {
         let key = format!("bench/docs/{}.csv", (worker * 7919 + n) % SEEDED_ROWS);
         let put_key = format!("bench/put/{worker}-{}", n % 8);
         match (self, path) {
-            (Self::Select1, Path::Broker(c)) => c.query(SELECT1, &[]).await.map(drop)?,
+            (Self::Select1, Path::Broker(c)) => c.of(worker).query(SELECT1, &[]).await.map(drop)?,
             (Self::PointLookup, Path::Broker(c)) => {
-                c.query(POINT, &[key.into()]).await.map(drop)?
+                c.of(worker).query(POINT, &[key.into()]).await.map(drop)?
             }
-            (Self::Rows100, Path::Broker(c)) => c.query(ROWS100, &[]).await.map(drop)?,
-            (Self::Head, Path::Broker(c)) => c.head_object("bench/4k").await.map(drop)?,
-            (Self::Get4k, Path::Broker(c)) => c.get_bytes("bench/4k", 1 << 20).await.map(drop)?,
-            (Self::Get1m, Path::Broker(c)) => c.get_bytes("bench/1m", 2 << 20).await.map(drop)?,
+            (Self::Rows100, Path::Broker(c)) => c.of(worker).query(ROWS100, &[]).await.map(drop)?,
+            (Self::Head, Path::Broker(c)) => {
+                c.of(worker).head_object("bench/4k").await.map(drop)?
+            }
+            (Self::Get4k, Path::Broker(c)) => c
+                .of(worker)
+                .get_bytes("bench/4k", 1 << 20)
+                .await
+                .map(drop)?,
+            (Self::Get1m, Path::Broker(c)) => c
+                .of(worker)
+                .get_bytes("bench/1m", 2 << 20)
+                .await
+                .map(drop)?,
             (Self::Put4k, Path::Broker(c)) => c
+                .of(worker)
                 .put_bytes(&put_key, PutOptions::default(), body(4096))
                 .await
                 .map(drop)?,
             (Self::Put1m, Path::Broker(c)) => c
+                .of(worker)
                 .put_bytes(&put_key, PutOptions::default(), body(1 << 20))
                 .await
                 .map(drop)?,
