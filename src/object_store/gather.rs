@@ -34,6 +34,12 @@ impl Gather {
 
     /// The first `n` bytes (all of them when fewer are held) as one buffer.
     pub fn take(&mut self, n: usize) -> Bytes {
+        self.take_into(n, None)
+    }
+
+    /// [`Self::take`], joining pieces into `spare` (a buffer whose last
+    /// use is over) when it can hold them, instead of a new allocation.
+    pub fn take_into(&mut self, n: usize, spare: Option<BytesMut>) -> Bytes {
         let n = n.min(self.len);
         self.len -= n;
         if let Some(front) = self.pieces.front_mut()
@@ -45,7 +51,13 @@ impl Gather {
             }
             return taken;
         }
-        let mut joined = BytesMut::with_capacity(n);
+        let mut joined = match spare {
+            Some(mut spare) if spare.capacity() >= n => {
+                spare.clear();
+                spare
+            }
+            _ => BytesMut::with_capacity(n),
+        };
         while joined.len() < n {
             let Some(front) = self.pieces.front_mut() else {
                 break;
@@ -92,6 +104,35 @@ mod tests {
         );
         assert!(gather.is_empty());
         assert!(gather.take_all().is_empty());
+    }
+
+    #[test]
+    fn a_spare_buffer_is_joined_into_once_its_last_use_is_over() {
+        let mut gather = Gather::default();
+        for _ in 0..6 {
+            gather.push(Bytes::from(vec![1u8; 4]));
+        }
+        let first = gather.take(8);
+        let address = first.as_ptr();
+        // The way a multipart upload gives a part's buffer back.
+        let spare = first.try_into_mut().expect("no one else holds it");
+        assert_eq!(spare.as_ptr(), address, "given back without a copy");
+        let second = gather.take_into(8, Some(spare));
+        assert_eq!(second.as_ptr(), address, "joined into the spare buffer");
+        assert_eq!(second, Bytes::from(vec![1u8; 8]));
+
+        let held = second.clone();
+        assert!(
+            held.try_into_mut().is_err(),
+            "a buffer still held is not given back"
+        );
+        let small = BytesMut::with_capacity(2);
+        let third = gather.take_into(8, Some(small));
+        assert_eq!(
+            third,
+            Bytes::from(vec![1u8; 8]),
+            "too small a spare is not used"
+        );
     }
 
     #[test]

@@ -268,6 +268,11 @@ impl S3Store {
 
         let mut body = std::pin::pin!(body);
         let mut buffer = Gather::default();
+        // The last part's buffer, once S3 has it: the next part is joined
+        // into it, so an upload holds one part's buffer throughout instead
+        // of a new one per part that the allocator may keep a while after
+        // each is freed (a 1 GiB upload peaked at 61 MiB that way).
+        let mut spare = None;
         let mut size: u64 = 0;
         let mut upload: Option<Upload> = None;
         while let Some(chunk) = body.next().await {
@@ -283,7 +288,7 @@ impl S3Store {
             size += chunk.len() as u64;
             buffer.push(chunk);
             while buffer.len() >= self.part_size {
-                let part = buffer.take(self.part_size);
+                let part = buffer.take_into(self.part_size, spare.take());
                 let current = match &mut upload {
                     Some(current) => current,
                     None => upload.insert(
@@ -297,7 +302,8 @@ impl S3Store {
                         .await?,
                     ),
                 };
-                current.upload_part(part).await?;
+                current.upload_part(part.clone()).await?;
+                spare = part.try_into_mut().ok();
             }
         }
 
