@@ -20,7 +20,10 @@ use super::{
     ObjectPage, ObjectReader, ObjectStoreError, PutResult, Result, upload::Upload, validate_bucket,
     validate_key, validate_metadata, validate_prefix,
 };
-use super::{gather::Gather, upload::PendingUploads};
+use super::{
+    gather::{Gather, Parts},
+    upload::PendingUploads,
+};
 use crate::{
     config::S3Config,
     resilience::{
@@ -267,17 +270,12 @@ impl S3Store {
         let metadata = Some(metadata).filter(|m| !m.is_empty());
 
         let mut body = std::pin::pin!(body);
-        let mut buffer = Gather::default();
-        // The last part's buffer, once S3 has it: the next part is joined
-        // into it, so an upload holds one part's buffer throughout instead
-        // of a new one per part that the allocator may keep a while after
-        // each is freed (a 1 GiB upload peaked at 61 MiB that way).
-        let mut spare = None;
+        let mut parts = Parts::new(self.part_size);
         let mut size: u64 = 0;
         let mut upload: Option<Upload> = None;
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
+        while let Some(piece) = body.next().await {
+            let mut piece = match piece {
+                Ok(piece) => piece,
                 Err(e) => {
                     if let Some(upload) = upload.take() {
                         upload.abort().await;
@@ -285,10 +283,11 @@ impl S3Store {
                     return Err(e);
                 }
             };
-            size += chunk.len() as u64;
-            buffer.push(chunk);
-            while buffer.len() >= self.part_size {
-                let part = buffer.take_into(self.part_size, spare.take());
+            size += piece.len() as u64;
+            while !piece.is_empty() {
+                let Some(part) = parts.fill(&mut piece) else {
+                    continue;
+                };
                 let current = match &mut upload {
                     Some(current) => current,
                     None => upload.insert(
@@ -303,19 +302,19 @@ impl S3Store {
                     ),
                 };
                 current.upload_part(part.clone()).await?;
-                spare = part.try_into_mut().ok();
+                parts.reuse(part);
             }
         }
 
         let etag = match upload {
             Some(mut upload) => {
-                if !buffer.is_empty() {
-                    upload.upload_part(buffer.take_all()).await?;
+                if !parts.is_empty() {
+                    upload.upload_part(parts.take_rest()).await?;
                 }
                 upload.complete().await?
             }
             None => {
-                let body = buffer.take_all();
+                let body = parts.take_rest();
                 let output = self
                     .guard
                     .call("PutObject", Once, || {
