@@ -88,7 +88,15 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
         "{stdout}"
     );
     assert!(report["startup_ms"].as_f64().unwrap() > 0.0);
-    assert!(report["streaming"]["broker_peak_rss_mib"].as_f64().unwrap() > 0.0);
+    let streaming = &report["streaming"];
+    let peak = |field: &str| streaming[field].as_f64().unwrap();
+    assert!(peak("broker_put_peak_rss_mib") > 0.0);
+    assert!(peak("broker_get_peak_rss_mib") > 0.0);
+    assert_eq!(
+        peak("broker_peak_rss_mib"),
+        peak("broker_put_peak_rss_mib").max(peak("broker_get_peak_rss_mib")),
+        "the peak is the larger phase's"
+    );
 }
 
 /// `scripts/count-instructions.sh` runs the broker under callgrind and

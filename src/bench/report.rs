@@ -209,7 +209,7 @@ impl Report {
         }
         if let Some(s) = &self.streaming {
             println!(
-                "\nstreaming {} MiB: put direct {:.0} MiB/s, broker {:.0} MiB/s ({:.2}x); get direct {:.0} MiB/s, broker {:.0} MiB/s ({:.2}x); broker peak RSS {:.1} MiB",
+                "\nstreaming {} MiB: put direct {:.0} MiB/s, broker {:.0} MiB/s ({:.2}x); get direct {:.0} MiB/s, broker {:.0} MiB/s ({:.2}x); broker peak RSS {:.1} MiB (put {:.1}, get {:.1})",
                 s.mib,
                 s.direct_put_mib_s,
                 s.broker_put_mib_s,
@@ -217,7 +217,9 @@ impl Report {
                 s.direct_get_mib_s,
                 s.broker_get_mib_s,
                 s.get_ratio,
-                s.broker_peak_rss_mib
+                s.broker_peak_rss_mib,
+                s.broker_put_peak_rss_mib,
+                s.broker_get_peak_rss_mib,
             );
         }
     }

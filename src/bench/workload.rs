@@ -345,7 +345,13 @@ pub struct Streaming {
     pub broker_get_mib_s: f64,
     pub put_ratio: f64,
     pub get_ratio: f64,
+    /// The larger of the two below.
     pub broker_peak_rss_mib: f64,
+    /// The broker's peak RSS while it took the object in.
+    pub broker_put_peak_rss_mib: f64,
+    /// The same while it sent the object back out (the peak reset to the
+    /// RSS the put left).
+    pub broker_get_peak_rss_mib: f64,
 }
 
 fn chunks(mib: usize) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
@@ -415,12 +421,15 @@ pub async fn stream(
         .put_object("bench/stream-broker", PutOptions::default(), chunks(mib))
         .await?;
     let broker_put = rate(started);
+    let put_peak = broker.rss_kib().1 as f64 / 1024.0;
+    broker.reset_peak();
     let started = Instant::now();
     let mut reader = client.get_object("bench/stream-broker").await?;
     while let Some(chunk) = reader.next().await {
         chunk?;
     }
     let broker_get = rate(started);
+    let get_peak = broker.rss_kib().1 as f64 / 1024.0;
     Ok(Streaming {
         mib,
         direct_put_mib_s: direct_put,
@@ -429,7 +438,9 @@ pub async fn stream(
         broker_get_mib_s: broker_get,
         put_ratio: broker_put / direct_put,
         get_ratio: broker_get / direct_get,
-        broker_peak_rss_mib: broker.rss_kib().1 as f64 / 1024.0,
+        broker_peak_rss_mib: put_peak.max(get_peak),
+        broker_put_peak_rss_mib: put_peak,
+        broker_get_peak_rss_mib: get_peak,
     })
 }
 
