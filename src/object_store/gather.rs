@@ -78,8 +78,8 @@ impl Gather {
 /// full part's buffer is filled again once S3 has it and nothing else
 /// holds it ([`Self::reuse`]). The first piece is held as it is until a
 /// second comes, so an object of one piece is handed on without a copy;
-/// the first part's buffer grows with what arrives (doubling, up to
-/// `size`), so a small object costs a small buffer.
+/// the first part's buffer is then sized for the two pieces and doubles as
+/// more arrive, up to `size`, so a small object costs a small buffer.
 pub struct Parts {
     size: usize,
     /// The part being filled.
@@ -117,7 +117,9 @@ impl Parts {
             return None;
         }
         if let Some(first) = self.first.take() {
-            self.make_room(first.len());
+            // Room for the second piece too: one allocation for an object
+            // of two pieces.
+            self.make_room(first.len() + piece.len());
             self.part.extend_from_slice(&first);
         }
         let n = piece.len().min(self.size - self.part.len());
@@ -148,12 +150,14 @@ impl Parts {
         }
     }
 
+    /// Room for `n` more bytes in the part, up to its size: twice the
+    /// room it had when it must grow, never more than `size`.
     fn make_room(&mut self, n: usize) {
-        let needed = self.part.len() + n;
+        let needed = (self.part.len() + n).min(self.size);
         if needed <= self.part.capacity() {
             return;
         }
-        let capacity = (self.part.capacity() * 2).clamp(needed, self.size.max(needed));
+        let capacity = (self.part.capacity() * 2).clamp(needed, self.size);
         let mut grown = BytesMut::with_capacity(capacity);
         grown.extend_from_slice(&self.part);
         self.part = grown;
@@ -249,6 +253,28 @@ mod tests {
         assert_eq!(part.as_ptr(), whole.as_ptr());
         assert_eq!(part.len(), 8);
         assert_eq!(taken.len(), 2, "the rest is left for the next part");
+    }
+
+    #[test]
+    fn the_first_buffer_holds_two_pieces_then_doubles_up_to_the_part_size() {
+        let mut parts = Parts::new(16);
+        let fill = |parts: &mut Parts, len: usize| parts.fill(&mut Bytes::from(vec![0u8; len]));
+        assert!(fill(&mut parts, 3).is_none());
+        assert!(fill(&mut parts, 2).is_none());
+        assert_eq!(parts.part.capacity(), 5, "sized for the first two pieces");
+        assert!(fill(&mut parts, 4).is_none());
+        assert_eq!(parts.part.capacity(), 10);
+        assert!(fill(&mut parts, 4).is_none());
+        assert_eq!(parts.part.capacity(), 16, "never more than a part");
+        let part = fill(&mut parts, 20).expect("a part");
+        assert_eq!(part.len(), 16);
+
+        let mut parts = Parts::new(4);
+        assert!(parts.fill(&mut Bytes::from_static(b"abc")).is_none());
+        let mut long = Bytes::from_static(b"defghij");
+        let part = parts.fill(&mut long).expect("a part");
+        assert_eq!(part, Bytes::from_static(b"abcd"));
+        assert_eq!(long, Bytes::from_static(b"efghij"));
     }
 
     #[test]
