@@ -138,6 +138,11 @@ impl BrokerProcess {
             .unwrap_or(0)
     }
 
+    /// Peak RSS in MiB since start or the last [`Self::reset_peak`].
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.rss_kib().1 as f64 / 1024.0
+    }
+
     /// Resets the peak RSS so the next phase's peak is its own.
     pub fn reset_peak(&self) {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");

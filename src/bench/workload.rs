@@ -241,7 +241,7 @@ pub async fn run_cell(
         p999_us: quantile(&latencies, 0.999),
         broker_cpu_s_per_1000: cpu,
         machine_cpu_s_per_1000: machine,
-        broker_peak_rss_mib: broker.map(|b| b.rss_kib().1 as f64 / 1024.0),
+        broker_peak_rss_mib: broker.map(BrokerProcess::peak_rss_mib),
     })
 }
 
@@ -421,7 +421,7 @@ pub async fn stream(
         .put_object("bench/stream-broker", PutOptions::default(), chunks(mib))
         .await?;
     let broker_put = rate(started);
-    let put_peak = broker.rss_kib().1 as f64 / 1024.0;
+    let put_peak = broker.peak_rss_mib();
     broker.reset_peak();
     let started = Instant::now();
     let mut reader = client.get_object("bench/stream-broker").await?;
@@ -429,7 +429,7 @@ pub async fn stream(
         chunk?;
     }
     let broker_get = rate(started);
-    let get_peak = broker.rss_kib().1 as f64 / 1024.0;
+    let get_peak = broker.peak_rss_mib();
     Ok(Streaming {
         mib,
         direct_put_mib_s: direct_put,

@@ -109,7 +109,7 @@ impl Parts {
     /// Takes what fits of `piece` into the part being filled (off the
     /// front of `piece`), and hands the part on once it is full.
     pub fn fill(&mut self, piece: &mut Bytes) -> Option<Bytes> {
-        if self.part.is_empty() && self.first.is_none() {
+        if self.is_empty() {
             if piece.len() >= self.size {
                 return Some(piece.split_to(self.size));
             }
