@@ -1,11 +1,13 @@
 //! Body bytes gathered into buffers of a set size with at most one copy.
-//! [`Gather`] (GetObject's 1 MiB chunks, a unary request's body) keeps
+//! [`Gather`] (a unary request's body, a client's
+//! whole-object read) keeps
 //! pieces as they arrive and joins them only when a buffer is taken, and a
 //! piece that already holds a whole buffer is handed on as it is.
 //! (Appending to one growing buffer instead copies every byte about twice
-//! as it doubles.) [`Parts`] (PutObject's multipart parts) copies each
-//! piece into the part as it arrives instead and lets it go, so that an
-//! upload holds one part's buffer, not a part's worth of pieces as well.
+//! as it doubles.) [`Parts`] (PutObject's multipart parts, GetObject's
+//! 1 MiB chunks) copies each piece into the part as it arrives instead and
+//! lets it go, so that a call holds one part's buffer, not a part's worth
+//! of pieces as well.
 
 use std::collections::VecDeque;
 
@@ -70,22 +72,29 @@ impl Gather {
     }
 }
 
-/// A multipart upload's parts of `size` bytes, filled as the body's pieces
-/// arrive. Once a part has begun, each piece is copied into it and let go
-/// at once: an upload holds one part's buffer and the piece in hand, where
-/// gathering a part's pieces and then joining them held both (a 1 GiB
-/// upload peaked at 50–53 MiB of broker RSS that way on a slow host). A
-/// full part's buffer is filled again once S3 has it and nothing else
-/// holds it ([`Self::reuse`]). The first piece is held as it is until a
-/// second comes, so an object of one piece is handed on without a copy;
-/// the first part's buffer is then sized for the two pieces and doubles as
-/// more arrive, up to `size`, so a small object costs a small buffer.
+/// A body cut into parts of `size` bytes as its pieces arrive: a multipart
+/// upload's parts, GetObject's chunks. Once a part has begun, each piece
+/// is copied into it and let go at once: a call holds one part's buffer
+/// and the piece in hand, where gathering a part's pieces and then joining
+/// them held both (a 1 GiB upload peaked at 50–53 MiB of broker RSS that
+/// way on a slow host). A full part's buffer is filled again once its
+/// last use is over and nothing else holds it ([`Self::reuse`]). The first
+/// piece is held as it is until a second comes, so a body of one piece is
+/// handed on without a copy. When the body's length was announced
+/// ([`Self::expecting`]) each part's buffer is sized for what is left of
+/// it, up to `size`; otherwise the first part's buffer is sized for the
+/// first two pieces and doubles as more arrive, up to `size`, so a small
+/// object costs a small buffer.
 pub struct Parts {
     size: usize,
     /// The part being filled.
     part: BytesMut,
     /// The part's only piece so far, not copied yet.
     first: Option<Bytes>,
+    /// The body's announced length, when it was.
+    expected: Option<u64>,
+    /// Bytes handed on in full parts so far.
+    handed_on: u64,
 }
 
 impl Parts {
@@ -94,6 +103,19 @@ impl Parts {
             size: size.max(1),
             part: BytesMut::new(),
             first: None,
+            expected: None,
+            handed_on: 0,
+        }
+    }
+
+    /// Parts of a body announced as `length` bytes long (a response's
+    /// Content-Length): each part's buffer is allocated once, at the size
+    /// the part will have. A body longer than announced is still cut
+    /// whole, at the cost of buffers grown as if nothing was announced.
+    pub fn expecting(size: usize, length: Option<u64>) -> Self {
+        Self {
+            expected: length,
+            ..Self::new(size)
         }
     }
 
@@ -111,6 +133,7 @@ impl Parts {
     pub fn fill(&mut self, piece: &mut Bytes) -> Option<Bytes> {
         if self.is_empty() {
             if piece.len() >= self.size {
+                self.handed_on += self.size as u64;
                 return Some(piece.split_to(self.size));
             }
             self.first = Some(std::mem::take(piece));
@@ -126,7 +149,11 @@ impl Parts {
         self.make_room(n);
         self.part.extend_from_slice(&piece[..n]);
         piece.advance(n);
-        (self.part.len() == self.size).then(|| std::mem::take(&mut self.part).freeze())
+        if self.part.len() < self.size {
+            return None;
+        }
+        self.handed_on += self.size as u64;
+        Some(std::mem::take(&mut self.part).freeze())
     }
 
     /// A part [`Self::fill`] handed on, once its last use is over: its
@@ -150,14 +177,22 @@ impl Parts {
         }
     }
 
-    /// Room for `n` more bytes in the part, up to its size: twice the
-    /// room it had when it must grow, never more than `size`.
+    /// Room for `n` more bytes in the part, up to its size: what is left
+    /// of the part when the body's length was announced, otherwise twice
+    /// the room it had; never more than `size`.
     fn make_room(&mut self, n: usize) {
         let needed = (self.part.len() + n).min(self.size);
         if needed <= self.part.capacity() {
             return;
         }
-        let capacity = (self.part.capacity() * 2).clamp(needed, self.size);
+        let announced = self
+            .expected
+            .map(|length| length.saturating_sub(self.handed_on))
+            .filter(|&left| left >= needed as u64);
+        let capacity = match announced {
+            Some(left) => left.min(self.size as u64) as usize,
+            None => (self.part.capacity() * 2).clamp(needed, self.size),
+        };
         let mut grown = BytesMut::with_capacity(capacity);
         grown.extend_from_slice(&self.part);
         self.part = grown;
@@ -275,6 +310,32 @@ mod tests {
         let part = parts.fill(&mut long).expect("a part");
         assert_eq!(part, Bytes::from_static(b"abcd"));
         assert_eq!(long, Bytes::from_static(b"efghij"));
+    }
+
+    #[test]
+    fn an_announced_length_sizes_each_part_once() {
+        let fill = |parts: &mut Parts, len: usize| parts.fill(&mut Bytes::from(vec![0u8; len]));
+        let mut parts = Parts::expecting(16, Some(40));
+        assert!(fill(&mut parts, 3).is_none());
+        assert!(fill(&mut parts, 2).is_none());
+        assert_eq!(parts.part.capacity(), 16, "a whole part is coming");
+        let part = fill(&mut parts, 12).expect("a part");
+        assert_eq!(part.len(), 16);
+        assert!(fill(&mut parts, 16).is_some(), "a whole part is not copied");
+        assert!(fill(&mut parts, 3).is_none());
+        assert!(fill(&mut parts, 4).is_none());
+        assert_eq!(parts.part.capacity(), 8, "the last part is what is left");
+        assert!(fill(&mut parts, 1).is_none());
+        assert_eq!(parts.take_rest().len(), 8);
+
+        // Longer than announced: still whole, in buffers that double.
+        let mut parts = Parts::expecting(16, Some(4));
+        assert!(fill(&mut parts, 3).is_none());
+        assert!(fill(&mut parts, 3).is_none());
+        assert_eq!(parts.part.capacity(), 6);
+        assert!(fill(&mut parts, 3).is_none());
+        assert_eq!(parts.part.capacity(), 12);
+        assert_eq!(fill(&mut parts, 10).expect("a part").len(), 16);
     }
 
     #[test]

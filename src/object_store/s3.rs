@@ -20,10 +20,7 @@ use super::{
     ObjectPage, ObjectReader, ObjectStoreError, PutResult, Result, upload::Upload, validate_bucket,
     validate_key, validate_metadata, validate_prefix,
 };
-use super::{
-    gather::{Gather, Parts},
-    upload::PendingUploads,
-};
+use super::{gather::Parts, upload::PendingUploads};
 use crate::{
     config::S3Config,
     resilience::{
@@ -244,9 +241,10 @@ impl S3Store {
             last_modified: output.last_modified().and_then(to_chrono),
             metadata: output.metadata().cloned().unwrap_or_default(),
         };
+        let length = output.content_length().and_then(|n| u64::try_from(n).ok());
         Ok(ObjectReader {
             info,
-            body: rechunk(output.body),
+            body: rechunk(output.body, length),
         })
     }
 
@@ -389,20 +387,27 @@ impl S3Store {
     }
 }
 
-/// Regroups an S3 body into chunks of exactly [`CHUNK_SIZE`] (the last one shorter):
-/// few, large gRPC messages, and never more than two chunks in memory.
-fn rechunk(mut body: SdkByteStream) -> ByteStream {
+/// Regroups an S3 body of `length` bytes (when S3 said) into chunks of
+/// exactly [`CHUNK_SIZE`] (the last one shorter): few, large gRPC messages.
+/// Each piece S3 sends is copied into the chunk being filled and let go, and
+/// a chunk's buffer is filled again once gRPC has encoded it, so a call
+/// holds about one chunk however large the object.
+fn rechunk(mut body: SdkByteStream, length: Option<u64>) -> ByteStream {
     Box::pin(async_stream::try_stream! {
-        let mut buffer = Gather::default();
+        let mut chunks = Parts::expecting(CHUNK_SIZE, length);
         while let Some(piece) = body.next().await {
-            let piece = piece.map_err(|e| ObjectStoreError::Unavailable(format!("reading the body failed: {e}")))?;
-            buffer.push(piece);
-            while buffer.len() >= CHUNK_SIZE {
-                yield buffer.take(CHUNK_SIZE);
+            let mut piece = piece.map_err(|e| ObjectStoreError::Unavailable(format!("reading the body failed: {e}")))?;
+            while !piece.is_empty() {
+                if let Some(chunk) = chunks.fill(&mut piece) {
+                    let sent = chunk.clone();
+                    yield chunk;
+                    chunks.reuse(sent);
+                }
             }
         }
-        if !buffer.is_empty() {
-            yield buffer.take_all();
+        let rest = chunks.take_rest();
+        if !rest.is_empty() {
+            yield rest;
         }
     })
 }
