@@ -390,6 +390,45 @@ async fn a_get_object_stream_outliving_its_deadline_ends_with_deadline_exceeded(
     assert!(received < body.len());
 }
 
+#[tokio::test]
+async fn an_object_store_cut_during_a_download_ends_it_with_unavailable_not_a_short_body() {
+    let (broker, proxies) = TestBroker::start_behind_proxies(|config| {
+        // Uploading the object's parts on a busy machine may take a while.
+        config.s3.attempt_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut store = broker.object_store().await;
+    // More than the sockets and windows between S3 and the client can hold.
+    let body = binary_body(64 * 1024 * 1024);
+    put(&mut store, "cut.bin", &body).await;
+    let request = GetObjectRequest {
+        key: "cut.bin".into(),
+        ..Default::default()
+    };
+    let mut stream = store.get_object(request).await.unwrap().into_inner();
+    stream.message().await.unwrap().expect("the info message");
+    stream.message().await.unwrap().expect("a first chunk");
+    proxies.s3.down();
+    let mut received = 0;
+    let err = loop {
+        let next = tokio::time::timeout(Duration::from_secs(60), stream.message())
+            .await
+            .expect("the download ends");
+        match next {
+            Ok(Some(message)) => {
+                if let Some(get_object_response::Part::Chunk(chunk)) = message.part {
+                    received += chunk.len();
+                }
+            }
+            Ok(None) => panic!("the stream ended as if whole after {received} bytes"),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("reading the body failed"), "{err:?}");
+    assert!(received < body.len());
+}
+
 async fn put(
     store: &mut resource_broker::proto::object_store_client::ObjectStoreClient<
         tonic::transport::Channel,

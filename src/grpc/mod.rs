@@ -3,6 +3,7 @@
 
 mod convert;
 mod database;
+mod download;
 mod object_store;
 pub mod rows;
 mod services;

@@ -4,7 +4,8 @@
 //! and two boxed futures per call, twice (the router around the call steps
 //! and the one inside them), about a tenth of the broker's CPU for a
 //! `select 1` (README, "Performance"). Unary methods are served by
-//! [`unary`](super::unary), streaming ones by tonic's stubs.
+//! [`unary`](super::unary), GetObject's answer by
+//! [`download`](super::download), PutObject by tonic's stub.
 
 use std::{
     convert::Infallible,
@@ -21,7 +22,9 @@ use prost::Message;
 use tonic::Status;
 use tower::Service;
 
-use super::{DATABASE_SERVICE, DatabaseService, OBJECT_STORE_SERVICE, ObjectStoreService, unary};
+use super::{
+    DATABASE_SERVICE, DatabaseService, OBJECT_STORE_SERVICE, ObjectStoreService, download, unary,
+};
 use crate::{
     database::Database,
     object_store::S3Store,
@@ -106,13 +109,31 @@ where
     Req: Message + Default + Send + 'static,
     Resp: Message + 'static,
 {
+    serve(service, request, handler, move |answer| {
+        unary::response(answer, answer_limit)
+    })
+}
+
+/// Serves a call of one request message with `handler`, its answer sent
+/// by `respond`.
+fn serve<S, Req, Resp>(
+    service: &Arc<S>,
+    request: Request,
+    handler: Handler<S, Req, Resp>,
+    respond: impl FnOnce(Result<tonic::Response<Resp>, Status>) -> Response + Send + 'static,
+) -> Unary
+where
+    S: Send + Sync + 'static,
+    Req: Message + Default + Send + 'static,
+    Resp: 'static,
+{
     let service = Arc::clone(service);
     Box::pin(async move {
         let answer = match unary::request(request, MAX_MESSAGE_BYTES).await {
             Ok(request) => handler(&service, request).await,
             Err(status) => Err(status),
         };
-        Ok(unary::response(answer, answer_limit))
+        Ok(respond(answer))
     })
 }
 
@@ -153,6 +174,9 @@ impl Service<Request> for BrokerServices {
             }
             Some(Which::ObjectStore("DeleteObject")) => {
                 serve_unary(store, request, |s, r| s.delete_object(r), MAX_MESSAGE_BYTES)
+            }
+            Some(Which::ObjectStore("GetObject")) => {
+                serve(store, request, |s, r| s.get_object(r), download::response)
             }
             Some(Which::ObjectStore(_)) => {
                 return Either::Right(

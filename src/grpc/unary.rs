@@ -4,8 +4,9 @@
 //! handlers are the same trait methods tonic's stubs call; what a client sees
 //! is what tonic's server sends, error wording included. Under tonic, a
 //! unary call ran a streaming decoder, a streaming encoder and a boxed body
-//! that yields its frames through both (README, "Performance"). The
-//! streaming calls (GetObject, PutObject) stay on tonic's stubs.
+//! that yields its frames through both (README, "Performance"). GetObject's
+//! answer is [`download`](super::download)'s; PutObject stays on tonic's
+//! stub.
 
 use std::{
     convert::Infallible,
@@ -165,11 +166,10 @@ fn message_length(prefix: &[u8], limit: usize) -> Result<usize, Status> {
 /// message in one DATA frame, then `grpc-status: 0`; an error as a
 /// trailers-only response. `limit` bounds the message (OUT_OF_RANGE past it).
 pub fn response<M: Message>(answer: Result<tonic::Response<M>, Status>, limit: usize) -> Response {
-    let answer = match answer {
-        Ok(answer) => answer,
+    let (metadata, message, extensions) = match answer {
+        Ok(answer) => answer.into_parts(),
         Err(status) => return status.into_http(),
     };
-    let (metadata, message, extensions) = answer.into_parts();
     let length = message.encoded_len();
     let limit = limit.min(u32::MAX as usize);
     if length > limit {
@@ -178,6 +178,16 @@ pub fn response<M: Message>(answer: Result<tonic::Response<M>, Status>, limit: u
         ))
         .into_http();
     }
+    let body = Body::new(OneMessage {
+        message: Some(codec::frame_of_length(&message, length)),
+        trailers: true,
+    });
+    grpc_response(metadata, extensions, body)
+}
+
+/// A successful call's HTTP response: gRPC's content type, the handler's
+/// response metadata as headers (less those gRPC reserves), and `body`.
+pub fn grpc_response(metadata: MetadataMap, extensions: http::Extensions, body: Body) -> Response {
     let mut headers = metadata.into_headers();
     if !headers.is_empty() {
         for name in &RESERVED {
@@ -185,10 +195,7 @@ pub fn response<M: Message>(answer: Result<tonic::Response<M>, Status>, limit: u
         }
     }
     headers.insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE.clone());
-    let mut response = http::Response::new(Body::new(OneMessage {
-        message: Some(codec::frame_of_length(&message, length)),
-        trailers: true,
-    }));
+    let mut response = http::Response::new(body);
     *response.headers_mut() = headers;
     *response.extensions_mut() = extensions;
     response
