@@ -1,12 +1,14 @@
-//! GetObject's answer without tonic's encoder. tonic encodes each message
-//! into a buffer of its own, which for a chunk is a copy of the chunk: a
-//! 1 MiB GetObject copied every byte once more in the broker and held the
-//! copy beside the chunk until HTTP/2 had sent it. Here a chunk goes out as
-//! two DATA frames, its framing (gRPC's prefix and the Protobuf field's
-//! header, a few bytes) and then the chunk's own buffer; smaller messages
-//! (the object's metadata, a short body) as one buffer, as tonic sends
-//! them. What a client receives is the same bytes as from tonic's stub:
-//! the same messages, then `grpc-status: 0`, or the error as trailers.
+//! GetObject's answer without tonic's encoder, and without copying the
+//! body in the broker. tonic's stub sends each message from a buffer of its
+//! own, so a chunk had to be gathered from S3's pieces into one buffer and
+//! was then copied again into tonic's. Here the object's length, which S3
+//! announces, fixes each chunk message's length before its bytes arrive:
+//! a message goes out as its framing (gRPC's prefix and the Protobuf
+//! field's header, a few bytes) and then S3's pieces as DATA frames, as
+//! they come. What a client receives is what tonic's stub sends: the
+//! object's metadata, chunks of 1 MiB (the last one shorter), then
+//! `grpc-status: 0`, or an error as trailers. A body whose length S3 did
+//! not give is regrouped into chunks first ([`rechunk`]).
 
 use std::{
     convert::Infallible,
@@ -16,64 +18,136 @@ use std::{
 
 use axum::{body::Body, response::Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 use prost::encoding::{self, WireType};
 use tonic::Status;
 
-use super::unary;
+use super::{convert, unary};
 use crate::{
     codec::{self, GRPC_STATUS, PREFIX_BYTES},
+    object_store::{ByteStream, CHUNK_SIZE, ObjectReader, rechunk},
     proto::{GetObjectResponse, get_object_response::Part},
 };
 
 /// The field number of `GetObjectResponse.chunk`.
 const CHUNK_FIELD: u32 = 2;
 
-/// Chunks at least this long go out as their own frame; copying a shorter
-/// one next to its framing costs less than a frame.
+/// A message shorter than this whose bytes are at hand goes out as one
+/// buffer with its framing: copying it costs less than a frame of its own.
 const OWN_FRAME_BYTES: usize = 16 * 1024;
 
-type Messages = Pin<Box<dyn Stream<Item = Result<GetObjectResponse, Status>> + Send>>;
-
-/// The handler's answer as the HTTP response tonic's stub would send; an
+/// The opened object as the HTTP response tonic's stub would send; an
 /// error before the first message as a trailers-only response.
-pub fn response(answer: Result<tonic::Response<Messages>, Status>) -> Response {
+pub fn response(answer: Result<tonic::Response<ObjectReader>, Status>) -> Response {
     match answer {
         Ok(answer) => {
-            let (metadata, messages, extensions) = answer.into_parts();
-            let body = Body::new(Download {
-                messages,
-                chunk: None,
-                done: false,
-            });
-            unary::grpc_response(metadata, extensions, body)
+            let (metadata, reader, extensions) = answer.into_parts();
+            unary::grpc_response(metadata, extensions, Body::new(Download::new(reader)))
         }
         Err(status) => status.into_http(),
     }
 }
 
-/// A GetObject answer's body: each message framed, then the trailers.
+/// A GetObject answer's body: the metadata message, the chunk messages,
+/// then the trailers.
 struct Download {
-    messages: Messages,
-    /// A chunk whose framing has gone out: the next frame.
-    chunk: Option<Bytes>,
+    /// The metadata message, framed, until it has gone out.
+    info: Option<Bytes>,
+    pieces: ByteStream,
+    /// Body bytes not yet sent, when the length is known; otherwise each
+    /// piece (a chunk of [`rechunk`]'s) is a message of its own.
+    left: Option<u64>,
+    /// Bytes of the message being sent that have not gone out yet.
+    in_message: usize,
+    /// The rest of the piece being sent.
+    piece: Option<Bytes>,
     /// The trailers have gone out.
     done: bool,
 }
 
 impl Download {
-    /// The next frame of `message`, keeping a large chunk for the one after.
-    fn frame(&mut self, message: GetObjectResponse) -> Bytes {
-        match message.part {
-            Some(Part::Chunk(chunk)) if chunk.len() >= OWN_FRAME_BYTES => {
-                let head = chunk_head(chunk.len());
-                self.chunk = Some(chunk);
-                head
-            }
-            part => codec::frame(&GetObjectResponse { part }),
+    fn new(reader: ObjectReader) -> Self {
+        let info = GetObjectResponse {
+            part: Some(Part::Info(convert::object_info(reader.info))),
+        };
+        let pieces = match reader.length {
+            Some(_) => reader.body,
+            None => rechunk(reader.body, None),
+        };
+        Self {
+            info: Some(codec::frame(&info)),
+            pieces,
+            left: reader.length,
+            in_message: 0,
+            piece: None,
+            done: false,
         }
+    }
+
+    /// The next frame of the piece in hand: a message's framing when one
+    /// begins (with its bytes, when the message is short and all here),
+    /// else as much of the piece as the message has room for. An error
+    /// when the piece goes past the length S3 announced.
+    fn next_frame(&mut self, mut piece: Bytes) -> Result<Bytes, Status> {
+        let frame = if self.in_message == 0 {
+            let length = match self.left {
+                Some(0) => {
+                    return Err(Status::internal(
+                        "the object store sent more bytes than it announced",
+                    ));
+                }
+                Some(left) => left.min(CHUNK_SIZE as u64) as usize,
+                None => piece.len(),
+            };
+            self.in_message = length;
+            if length < OWN_FRAME_BYTES && piece.len() >= length {
+                let mut message = BytesMut::with_capacity(PREFIX_BYTES + 8 + length);
+                message.extend_from_slice(&chunk_head(length));
+                message.extend_from_slice(&piece.split_to(length));
+                self.sent(length);
+                message.freeze()
+            } else {
+                chunk_head(length)
+            }
+        } else {
+            let part = piece.split_to(piece.len().min(self.in_message));
+            self.sent(part.len());
+            part
+        };
+        self.piece = Some(piece).filter(|rest| !rest.is_empty());
+        Ok(frame)
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.in_message -= n;
+        if let Some(left) = &mut self.left {
+            *left -= n as u64;
+        }
+    }
+
+    /// The trailers, once the body has ended (`Ok`) or failed.
+    fn end(&mut self, outcome: Result<(), Status>) -> Frame<Bytes> {
+        self.done = true;
+        self.piece = None;
+        // What was announced and not sent: the rest of the body when its
+        // length is known, else the rest of the message begun.
+        let short = self.left.unwrap_or(self.in_message as u64);
+        let outcome = outcome.and_then(|()| match short {
+            0 => Ok(()),
+            short => Err(Status::unavailable(format!(
+                "the object store's body ended {short} bytes short"
+            ))),
+        });
+        Frame::trailers(match outcome {
+            Ok(()) => {
+                let mut ok = HeaderMap::with_capacity(1);
+                ok.insert(GRPC_STATUS.clone(), HeaderValue::from_static("0"));
+                ok
+            }
+            Err(status) => trailers(&status),
+        })
     }
 }
 
@@ -85,30 +159,34 @@ impl http_body::Body for Download {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(chunk) = self.chunk.take() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        if let Some(info) = self.info.take() {
+            return Poll::Ready(Some(Ok(Frame::data(info))));
         }
-        if self.done {
-            return Poll::Ready(None);
+        loop {
+            if let Some(piece) = self.piece.take() {
+                let frame = match self.next_frame(piece) {
+                    Ok(data) => Frame::data(data),
+                    Err(status) => self.end(Err(status)),
+                };
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let frame = match ready!(self.pieces.poll_next_unpin(cx)) {
+                Some(Ok(piece)) => {
+                    self.piece = Some(piece).filter(|piece| !piece.is_empty());
+                    continue;
+                }
+                Some(Err(e)) => self.end(Err(e.into())),
+                None => self.end(Ok(())),
+            };
+            return Poll::Ready(Some(Ok(frame)));
         }
-        let frame = match ready!(self.messages.poll_next_unpin(cx)) {
-            Some(Ok(message)) => Frame::data(self.frame(message)),
-            Some(Err(status)) => {
-                self.done = true;
-                Frame::trailers(trailers(&status))
-            }
-            None => {
-                self.done = true;
-                let mut ok = HeaderMap::with_capacity(1);
-                ok.insert(GRPC_STATUS.clone(), HeaderValue::from_static("0"));
-                Frame::trailers(ok)
-            }
-        };
-        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.chunk.is_none()
+        self.done && self.info.is_none()
     }
 }
 
@@ -137,9 +215,10 @@ fn chunk_head(length: usize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;
+    use prost::Message;
 
     use super::*;
-    use crate::proto::ObjectInfo;
+    use crate::object_store::{ObjectInfo, ObjectStoreError};
 
     fn chunk(bytes: Bytes) -> GetObjectResponse {
         GetObjectResponse {
@@ -147,21 +226,84 @@ mod tests {
         }
     }
 
-    /// The body of an answer of `messages`, as frames.
-    async fn frames(messages: Vec<Result<GetObjectResponse, Status>>) -> Vec<Frame<Bytes>> {
-        let stream: Messages = Box::pin(futures::stream::iter(messages));
-        let mut body = response(Ok(tonic::Response::new(stream))).into_body();
-        let mut frames = Vec::new();
+    fn reader(length: Option<u64>, pieces: Vec<Result<Bytes, ObjectStoreError>>) -> ObjectReader {
+        ObjectReader {
+            info: ObjectInfo {
+                key: "reports/q3.pdf".into(),
+                size: 42,
+                ..Default::default()
+            },
+            length,
+            body: Box::pin(futures::stream::iter(pieces)),
+        }
+    }
+
+    /// The answer's DATA frames and its trailers.
+    async fn answer(reader: ObjectReader) -> (Vec<Bytes>, HeaderMap) {
+        let mut body = response(Ok(tonic::Response::new(reader))).into_body();
+        let (mut data, mut trailers) = (Vec::new(), None);
         while let Some(frame) = body.frame().await {
-            frames.push(frame.unwrap());
+            match frame.unwrap().into_data() {
+                Ok(bytes) => data.push(bytes),
+                Err(frame) => trailers = Some(frame.into_trailers().unwrap()),
+            }
         }
         assert!(http_body::Body::is_end_stream(&body));
-        frames
+        (data, trailers.expect("trailers end the body"))
+    }
+
+    /// The messages in the frames, as a gRPC client reads them.
+    fn messages(frames: &[Bytes]) -> Vec<GetObjectResponse> {
+        let mut bytes = frames.concat();
+        let mut messages = Vec::new();
+        while !bytes.is_empty() {
+            assert_eq!(bytes[0], 0, "uncompressed");
+            let length = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+            messages.push(GetObjectResponse::decode(&bytes[5..5 + length]).unwrap());
+            bytes.drain(..5 + length);
+        }
+        messages
+    }
+
+    /// The chunks' lengths after the metadata message, and their bytes.
+    fn chunks(messages: &[GetObjectResponse]) -> (Vec<usize>, Vec<u8>) {
+        assert!(matches!(messages[0].part, Some(Part::Info(_))));
+        let mut body = Vec::new();
+        let lengths = messages[1..]
+            .iter()
+            .map(|message| match &message.part {
+                Some(Part::Chunk(chunk)) => {
+                    body.extend_from_slice(chunk);
+                    chunk.len()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        (lengths, body)
+    }
+
+    fn body_of(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// `body` cut into pieces of `sizes`, over and over.
+    fn cut(body: &[u8], sizes: &[usize]) -> Vec<Result<Bytes, ObjectStoreError>> {
+        let mut pieces = Vec::new();
+        let mut rest = body;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, after) = rest.split_at((*size).min(rest.len()));
+            pieces.push(Ok(Bytes::copy_from_slice(piece)));
+            rest = after;
+        }
+        pieces
     }
 
     #[test]
     fn a_chunks_head_and_bytes_are_the_encoded_message() {
-        for length in [0, 1, 127, 128, OWN_FRAME_BYTES, 1024 * 1024] {
+        for length in [0, 1, 127, 128, OWN_FRAME_BYTES, CHUNK_SIZE] {
             let bytes = Bytes::from(vec![7u8; length]);
             let mut framed = chunk_head(length).to_vec();
             framed.extend_from_slice(&bytes);
@@ -170,49 +312,78 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn large_chunks_go_out_as_they_are_after_their_framing() {
-        let info = GetObjectResponse {
-            part: Some(Part::Info(ObjectInfo {
-                key: "reports/q3.pdf".into(),
-                size: 1024 * 1024 + 10,
-                ..Default::default()
-            })),
-        };
-        let large = Bytes::from(vec![1u8; 1024 * 1024]);
-        let small = Bytes::from(vec![2u8; 10]);
-        let frames = frames(vec![
-            Ok(info.clone()),
-            Ok(chunk(large.clone())),
-            Ok(chunk(small.clone())),
-        ])
-        .await;
-        let data: Vec<&Bytes> = frames.iter().filter_map(Frame::data_ref).collect();
-        assert_eq!(data.len(), 4, "metadata, framing, large chunk, small chunk");
-        assert_eq!(data[0], &codec::frame(&info));
-        assert_eq!(data[1], &chunk_head(large.len()));
-        assert_eq!(data[2].as_ptr(), large.as_ptr(), "the chunk is not copied");
-        assert_eq!(data[3], &codec::frame(&chunk(small)));
-        let trailers = frames.last().and_then(Frame::trailers_ref).unwrap();
+    async fn the_body_goes_out_in_chunks_of_a_mib_whatever_the_pieces() {
+        let body = body_of(2 * CHUNK_SIZE + 1000);
+        for sizes in [&[CHUNK_SIZE + 7][..], &[87 * 1024, 3, 400 * 1024], &[1]] {
+            for length in [Some(body.len() as u64), None] {
+                let (frames, trailers) = answer(reader(length, cut(&body, sizes))).await;
+                assert_eq!(trailers["grpc-status"], "0");
+                let (lengths, received) = chunks(&messages(&frames));
+                assert_eq!(
+                    lengths,
+                    [CHUNK_SIZE, CHUNK_SIZE, 1000],
+                    "{sizes:?} {length:?}"
+                );
+                assert!(received == body, "{sizes:?} {length:?}");
+            }
+        }
+        // An empty body: the metadata alone.
+        let (frames, trailers) = answer(reader(Some(0), vec![])).await;
         assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(messages(&frames).len(), 1);
     }
 
     #[tokio::test]
-    async fn an_error_part_way_ends_the_body_with_its_status() {
-        let frames = frames(vec![
-            Ok(chunk(Bytes::from_static(b"abc"))),
-            Err(Status::unavailable("reading the body failed: reset")),
-            Ok(chunk(Bytes::from_static(b"never sent"))),
-        ])
+    async fn pieces_go_out_without_a_copy_and_short_messages_in_one_frame() {
+        let large = Bytes::from(body_of(300 * 1024));
+        let (frames, _) = answer(reader(Some(large.len() as u64), vec![Ok(large.clone())])).await;
+        assert_eq!(frames.len(), 3, "metadata, framing, the piece");
+        assert_eq!(frames[1], chunk_head(large.len()));
+        assert_eq!(
+            frames[2].as_ptr(),
+            large.as_ptr(),
+            "the piece is not copied"
+        );
+
+        let small = Bytes::from_static(b"a short object");
+        let (frames, _) = answer(reader(Some(small.len() as u64), vec![Ok(small.clone())])).await;
+        assert_eq!(frames.len(), 2, "metadata, then the whole message");
+        assert_eq!(frames[1], codec::frame(&chunk(small)));
+    }
+
+    #[tokio::test]
+    async fn a_failure_part_way_ends_the_body_with_its_status() {
+        let (_, trailers) = answer(reader(
+            Some(10),
+            vec![
+                Ok(Bytes::from_static(b"abc")),
+                Err(ObjectStoreError::Unavailable(
+                    "reading the body failed: reset".into(),
+                )),
+                Ok(Bytes::from_static(b"defghij")),
+            ],
+        ))
         .await;
-        assert_eq!(frames.len(), 2);
-        let trailers = frames[1].trailers_ref().unwrap();
+        assert_eq!(trailers["grpc-status"], "14");
+        let message = trailers["grpc-message"].to_str().unwrap();
+        assert!(
+            message.contains("reading%20the%20body%20failed"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_unlike_its_announced_length_is_an_error() {
+        let (_, trailers) = answer(reader(Some(10), vec![Ok(Bytes::from_static(b"abc"))])).await;
         assert_eq!(trailers["grpc-status"], "14");
         assert!(
             trailers["grpc-message"]
                 .to_str()
                 .unwrap()
-                .contains("reading%20the%20body%20failed")
+                .contains("7%20bytes%20short")
         );
+        let (_, trailers) = answer(reader(Some(2), vec![Ok(Bytes::from_static(b"abc"))])).await;
+        assert_eq!(trailers["grpc-status"], "13");
     }
 
     #[tokio::test]

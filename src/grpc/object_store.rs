@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert;
 use crate::{
     audit, auth,
-    object_store::{ByteRange, ListRequest, NewObject, ObjectStoreError, S3Store},
+    object_store::{
+        ByteRange, ListRequest, NewObject, ObjectReader, ObjectStoreError, S3Store, rechunk,
+    },
     proto::{self, object_store_server::ObjectStore},
 };
 
@@ -21,6 +23,36 @@ pub struct ObjectStoreService {
 impl ObjectStoreService {
     pub fn new(store: S3Store) -> Self {
         Self { store }
+    }
+
+    /// GetObject up to its body: the caller's right to the key checked,
+    /// the range checked, the object opened. The answer's messages are
+    /// framed by [`download`](super::download) (or, through tonic's stub,
+    /// by [`ObjectStore::get_object`]).
+    pub async fn open_object(
+        &self,
+        request: Request<proto::GetObjectRequest>,
+    ) -> Result<ObjectReader, Status> {
+        authorize(
+            self.store.default_bucket(),
+            &request,
+            &request.get_ref().bucket,
+            &request.get_ref().key,
+        )?;
+        let request = request.into_inner();
+        let range = match request.range {
+            None => None,
+            Some(proto::ByteRange { offset, length }) if offset < 0 || length < 0 => {
+                return Err(Status::invalid_argument(
+                    "range offset and length must not be negative",
+                ));
+            }
+            Some(range) => Some(ByteRange {
+                offset: range.offset as u64,
+                length: range.length as u64,
+            }),
+        };
+        Ok(self.store.get(&request.bucket, &request.key, range).await?)
     }
 }
 
@@ -76,30 +108,11 @@ impl ObjectStore for ObjectStoreService {
         request: Request<proto::GetObjectRequest>,
     ) -> Result<Response<GetObjectStream>, Status> {
         use proto::get_object_response::Part;
-        authorize(
-            self.store.default_bucket(),
-            &request,
-            &request.get_ref().bucket,
-            &request.get_ref().key,
-        )?;
-        let request = request.into_inner();
-        let range = match request.range {
-            None => None,
-            Some(proto::ByteRange { offset, length }) if offset < 0 || length < 0 => {
-                return Err(Status::invalid_argument(
-                    "range offset and length must not be negative",
-                ));
-            }
-            Some(range) => Some(ByteRange {
-                offset: range.offset as u64,
-                length: range.length as u64,
-            }),
-        };
-        let reader = self.store.get(&request.bucket, &request.key, range).await?;
+        let reader = self.open_object(request).await?;
         let info = proto::GetObjectResponse {
             part: Some(Part::Info(convert::object_info(reader.info))),
         };
-        let chunks = reader.body.map(|chunk| {
+        let chunks = rechunk(reader.body, reader.length).map(|chunk| {
             Ok(proto::GetObjectResponse {
                 part: Some(Part::Chunk(chunk?)),
             })

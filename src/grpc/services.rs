@@ -175,9 +175,12 @@ impl Service<Request> for BrokerServices {
             Some(Which::ObjectStore("DeleteObject")) => {
                 serve_unary(store, request, |s, r| s.delete_object(r), MAX_MESSAGE_BYTES)
             }
-            Some(Which::ObjectStore("GetObject")) => {
-                serve(store, request, |s, r| s.get_object(r), download::response)
-            }
+            Some(Which::ObjectStore("GetObject")) => serve(
+                store,
+                request,
+                |s, r| Box::pin(s.open_object(r).map_ok(tonic::Response::new)),
+                download::response,
+            ),
             Some(Which::ObjectStore(_)) => {
                 return Either::Right(
                     self.object_store_stub

@@ -12,6 +12,9 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
+
+use super::{ByteStream, CHUNK_SIZE};
 
 /// Pieces waiting to be taken as buffers.
 #[derive(Default)]
@@ -197,6 +200,31 @@ impl Parts {
         grown.extend_from_slice(&self.part);
         self.part = grown;
     }
+}
+
+/// Regroups a body of `length` bytes (when known) into chunks of exactly
+/// [`CHUNK_SIZE`] (the last one shorter). Each piece is copied into the
+/// chunk being filled and let go, and a chunk's buffer is filled again
+/// once its consumer has let it go, so the stream holds about one chunk
+/// however large the body.
+pub fn rechunk(mut pieces: ByteStream, length: Option<u64>) -> ByteStream {
+    Box::pin(async_stream::try_stream! {
+        let mut chunks = Parts::expecting(CHUNK_SIZE, length);
+        while let Some(piece) = pieces.next().await {
+            let mut piece = piece?;
+            while !piece.is_empty() {
+                if let Some(chunk) = chunks.fill(&mut piece) {
+                    let sent = chunk.clone();
+                    yield chunk;
+                    chunks.reuse(sent);
+                }
+            }
+        }
+        let rest = chunks.take_rest();
+        if !rest.is_empty() {
+            yield rest;
+        }
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 
 pub use error::ObjectStoreError;
-pub(crate) use gather::Gather;
+pub(crate) use gather::{Gather, rechunk};
 pub use s3::S3Store;
 
 /// Largest body chunk the store hands out, and the largest a GetObject message carries.
@@ -25,7 +25,7 @@ pub const MAX_KEY_BYTES: usize = 1024;
 
 pub type Result<T, E = ObjectStoreError> = std::result::Result<T, E>;
 
-/// A stream of body bytes, each chunk at most [`CHUNK_SIZE`].
+/// A stream of body bytes, in pieces of any size.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
 /// What the store knows about one object.
@@ -69,6 +69,11 @@ pub struct ByteRange {
 pub struct ObjectReader {
     /// `size` is the whole object's size, also for a ranged read.
     pub info: ObjectInfo,
+    /// The body's length in bytes (a ranged read's is the range's), when
+    /// the object store said.
+    pub length: Option<u64>,
+    /// The body as the object store sends it: pieces of any size
+    /// ([`rechunk`] regroups them into chunks of [`CHUNK_SIZE`]).
     pub body: ByteStream,
 }
 

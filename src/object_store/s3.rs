@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryFutureExt};
 
 use super::{
-    ByteRange, ByteStream, CHUNK_SIZE, DEFAULT_MAX_KEYS, ListRequest, NewObject, ObjectInfo,
-    ObjectPage, ObjectReader, ObjectStoreError, PutResult, Result, upload::Upload, validate_bucket,
+    ByteRange, ByteStream, DEFAULT_MAX_KEYS, ListRequest, NewObject, ObjectInfo, ObjectPage,
+    ObjectReader, ObjectStoreError, PutResult, Result, upload::Upload, validate_bucket,
     validate_key, validate_metadata, validate_prefix,
 };
 use super::{gather::Parts, upload::PendingUploads};
@@ -244,7 +244,8 @@ impl S3Store {
         let length = output.content_length().and_then(|n| u64::try_from(n).ok());
         Ok(ObjectReader {
             info,
-            body: rechunk(output.body, length),
+            length,
+            body: pieces(output.body),
         })
     }
 
@@ -387,27 +388,11 @@ impl S3Store {
     }
 }
 
-/// Regroups an S3 body of `length` bytes (when S3 said) into chunks of
-/// exactly [`CHUNK_SIZE`] (the last one shorter): few, large gRPC messages.
-/// Each piece S3 sends is copied into the chunk being filled and let go, and
-/// a chunk's buffer is filled again once gRPC has encoded it, so a call
-/// holds about one chunk however large the object.
-fn rechunk(mut body: SdkByteStream, length: Option<u64>) -> ByteStream {
+/// An S3 body as the stream of its pieces, errors made the store's.
+fn pieces(mut body: SdkByteStream) -> ByteStream {
     Box::pin(async_stream::try_stream! {
-        let mut chunks = Parts::expecting(CHUNK_SIZE, length);
         while let Some(piece) = body.next().await {
-            let mut piece = piece.map_err(|e| ObjectStoreError::Unavailable(format!("reading the body failed: {e}")))?;
-            while !piece.is_empty() {
-                if let Some(chunk) = chunks.fill(&mut piece) {
-                    let sent = chunk.clone();
-                    yield chunk;
-                    chunks.reuse(sent);
-                }
-            }
-        }
-        let rest = chunks.take_rest();
-        if !rest.is_empty() {
-            yield rest;
+            yield piece.map_err(|e| ObjectStoreError::Unavailable(format!("reading the body failed: {e}")))?;
         }
     })
 }
