@@ -51,6 +51,7 @@ def main(addr):
     parts = list(store.GetObject(object_store_pb2.GetObjectRequest(key="py/blob.bin"), timeout=30))
     assert parts[0].WhichOneof("part") == "info" and parts[0].info.size == len(body)
     got = b"".join(p.chunk for p in parts[1:])
+    assert [len(p.chunk) for p in parts[1:]] == [1024 * 1024] * 3 + [17], "chunks of 1 MiB"
     assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
     try:
         store.HeadObject(object_store_pb2.HeadObjectRequest(key="py/missing"), timeout=5)
