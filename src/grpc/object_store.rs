@@ -25,6 +25,14 @@ impl ObjectStoreService {
         Self { store }
     }
 
+    /// Notes the call's target for the audit trail, then checks it against
+    /// the caller's grant: `key` is the key or listing prefix.
+    fn authorize<T>(&self, request: &Request<T>, bucket: &str, key: &str) -> Result<(), Status> {
+        audit::note_target(request, || audit::object_target(bucket, key));
+        let bucket = other_bucket(self.store.default_bucket(), bucket);
+        auth::caller(request)?.check_object(bucket, key)
+    }
+
     /// GetObject up to its body: the caller's right to the key checked,
     /// the range checked, the object opened. The answer's messages are
     /// framed by [`download`](super::download) (or, through tonic's stub,
@@ -33,12 +41,7 @@ impl ObjectStoreService {
         &self,
         request: Request<proto::GetObjectRequest>,
     ) -> Result<ObjectReader, Status> {
-        authorize(
-            self.store.default_bucket(),
-            &request,
-            &request.get_ref().bucket,
-            &request.get_ref().key,
-        )?;
+        self.authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         let range = match request.range {
             None => None,
@@ -64,8 +67,7 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::ListObjectsRequest>,
     ) -> Result<Response<proto::ListObjectsResponse>, Status> {
-        authorize(
-            self.store.default_bucket(),
+        self.authorize(
             &request,
             &request.get_ref().bucket,
             &request.get_ref().prefix,
@@ -90,12 +92,7 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::HeadObjectRequest>,
     ) -> Result<Response<proto::ObjectInfo>, Status> {
-        authorize(
-            self.store.default_bucket(),
-            &request,
-            &request.get_ref().bucket,
-            &request.get_ref().key,
-        )?;
+        self.authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         let info = self.store.head(&request.bucket, &request.key).await?;
         Ok(Response::new(convert::object_info(info)))
@@ -170,28 +167,11 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<proto::DeleteObjectRequest>,
     ) -> Result<Response<proto::DeleteObjectResponse>, Status> {
-        authorize(
-            self.store.default_bucket(),
-            &request,
-            &request.get_ref().bucket,
-            &request.get_ref().key,
-        )?;
+        self.authorize(&request, &request.get_ref().bucket, &request.get_ref().key)?;
         let request = request.into_inner();
         self.store.delete(&request.bucket, &request.key).await?;
         Ok(Response::new(proto::DeleteObjectResponse {}))
     }
-}
-
-/// Notes the call's target for the audit trail, then checks it against the
-/// caller's grant: `key` is the key or listing prefix.
-fn authorize<T>(
-    default_bucket: &str,
-    request: &Request<T>,
-    bucket: &str,
-    key: &str,
-) -> Result<(), Status> {
-    audit::note_target(request, || audit::object_target(bucket, key));
-    auth::caller(request)?.check_object(other_bucket(default_bucket, bucket), key)
 }
 
 /// The bucket a request names, or "" when it names the default one: naming
