@@ -83,8 +83,8 @@ impl Download {
     /// frame after its framing.
     fn frame(&mut self, chunk: Bytes) -> Bytes {
         if chunk.len() < OWN_FRAME_BYTES {
-            let mut message = BytesMut::with_capacity(PREFIX_BYTES + 4 + chunk.len());
-            message.extend_from_slice(&chunk_head(chunk.len()));
+            let mut message = BytesMut::with_capacity(MAX_HEAD_BYTES + chunk.len());
+            put_chunk_head(chunk.len(), &mut message);
             message.extend_from_slice(&chunk);
             return message.freeze();
         }
@@ -139,16 +139,24 @@ fn trailers(status: &Status) -> HeaderMap {
     trailers
 }
 
+/// The longest [`chunk_head`]: gRPC's prefix, the field's key and a
+/// length of up to five bytes of varint.
+const MAX_HEAD_BYTES: usize = PREFIX_BYTES + 1 + 5;
+
 /// What precedes the bytes of a chunk of `length` bytes in the body: gRPC's
 /// prefix of the message, then the Protobuf header of its `chunk` field.
 fn chunk_head(length: usize) -> Bytes {
-    let field = encoding::key_len(CHUNK_FIELD) + encoding::encoded_len_varint(length as u64);
-    let mut head = BytesMut::with_capacity(PREFIX_BYTES + field);
-    head.put_u8(0);
-    head.put_u32((field + length) as u32);
-    encoding::encode_key(CHUNK_FIELD, WireType::LengthDelimited, &mut head);
-    encoding::encode_varint(length as u64, &mut head);
+    let mut head = BytesMut::with_capacity(MAX_HEAD_BYTES);
+    put_chunk_head(length, &mut head);
     head.freeze()
+}
+
+fn put_chunk_head(length: usize, out: &mut BytesMut) {
+    let field = encoding::key_len(CHUNK_FIELD) + encoding::encoded_len_varint(length as u64);
+    out.put_u8(0);
+    out.put_u32((field + length) as u32);
+    encoding::encode_key(CHUNK_FIELD, WireType::LengthDelimited, out);
+    encoding::encode_varint(length as u64, out);
 }
 
 #[cfg(test)]
@@ -244,6 +252,7 @@ mod tests {
     fn a_chunks_head_and_bytes_are_the_encoded_message() {
         for length in [0, 1, 127, 128, OWN_FRAME_BYTES, CHUNK_SIZE] {
             let bytes = Bytes::from(vec![7u8; length]);
+            assert!(chunk_head(length).len() <= MAX_HEAD_BYTES);
             let mut framed = chunk_head(length).to_vec();
             framed.extend_from_slice(&bytes);
             assert_eq!(framed, codec::frame(&chunk(bytes)), "{length} bytes");
