@@ -39,8 +39,8 @@ use crate::{
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
 
 /// `broker.v1.ObjectStore` and `broker.v1.Database`: the unary methods by
-/// [`unary`], the streaming ones (and unknown methods) by tonic's stubs,
-/// over the same handlers.
+/// [`unary`], GetObject's answer by [`download`], PutObject (and unknown
+/// methods) by tonic's stubs, over the same handlers.
 #[derive(Clone)]
 pub struct BrokerServices {
     object_store: Arc<ObjectStoreService>,
