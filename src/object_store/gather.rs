@@ -1,13 +1,12 @@
 //! Body bytes gathered into buffers of a set size with at most one copy.
-//! [`Gather`] (a unary request's body, a client's
-//! whole-object read) keeps
+//! [`Gather`] (a unary request's body, a client's whole-object read) keeps
 //! pieces as they arrive and joins them only when a buffer is taken, and a
 //! piece that already holds a whole buffer is handed on as it is.
 //! (Appending to one growing buffer instead copies every byte about twice
 //! as it doubles.) [`Parts`] (PutObject's multipart parts, GetObject's
-//! 1 MiB chunks) copies each piece into the part as it arrives instead and
-//! lets it go, so that a call holds one part's buffer, not a part's worth
-//! of pieces as well.
+//! 1 MiB chunks through [`rechunk`]) copies each piece into the part as it
+//! arrives instead and lets it go, so that a call holds one part's buffer,
+//! not a part's worth of pieces as well.
 
 use std::collections::VecDeque;
 
