@@ -9,7 +9,7 @@
 //! without tonic's codec (`client/unary.rs`, `grpc/unary.rs`).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::ProstCodec;
 
@@ -20,6 +20,13 @@ pub const PREFIX_BYTES: usize = 5;
 /// The header (or trailer) carrying a call's status, as a name built once
 /// (a `&str` key is parsed again on every lookup).
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The trailers of a call that succeeded: `grpc-status: 0`.
+pub fn ok_trailers() -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(1);
+    trailers.insert(GRPC_STATUS.clone(), HeaderValue::from_static("0"));
+    trailers
+}
 
 /// gRPC's content type.
 pub static GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");

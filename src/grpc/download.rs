@@ -23,14 +23,14 @@ use std::{
 use axum::{body::Body, response::Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use http_body::Frame;
 use prost::encoding::{self, WireType};
 use tonic::Status;
 
 use super::{convert, unary};
 use crate::{
-    codec::{self, GRPC_STATUS, PREFIX_BYTES},
+    codec::{self, PREFIX_BYTES},
     object_store::{ByteStream, ObjectReader, rechunk},
     proto::{GetObjectResponse, get_object_response::Part},
 };
@@ -116,9 +116,7 @@ impl http_body::Body for Download {
             }
             None => {
                 self.done = true;
-                let mut ok = HeaderMap::with_capacity(1);
-                ok.insert(GRPC_STATUS.clone(), HeaderValue::from_static("0"));
-                Frame::trailers(ok)
+                Frame::trailers(codec::ok_trailers())
             }
         };
         Poll::Ready(Some(Ok(frame)))

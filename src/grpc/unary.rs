@@ -16,14 +16,14 @@ use std::{
 
 use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderName;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use prost::Message;
 use tonic::{Status, metadata::MetadataMap};
 
 use crate::{
-    codec::{self, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX_BYTES},
+    codec::{self, GRPC_CONTENT_TYPE, PREFIX_BYTES},
     object_store::Gather,
 };
 
@@ -219,9 +219,7 @@ impl http_body::Body for OneMessage {
             return Poll::Ready(Some(Ok(Frame::data(message))));
         }
         if std::mem::take(&mut self.trailers) {
-            let mut trailers = HeaderMap::with_capacity(1);
-            trailers.insert(GRPC_STATUS.clone(), HeaderValue::from_static("0"));
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            return Poll::Ready(Some(Ok(Frame::trailers(codec::ok_trailers()))));
         }
         Poll::Ready(None)
     }
@@ -237,6 +235,8 @@ impl http_body::Body for OneMessage {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
     use crate::proto::{HeadObjectRequest, ObjectInfo};
 
