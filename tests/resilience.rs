@@ -374,18 +374,7 @@ async fn a_get_object_stream_outliving_its_deadline_ends_with_deadline_exceeded(
     stream.message().await.unwrap().expect("the info message");
     // A reader too slow for its deadline.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut received = 0;
-    let err = loop {
-        match stream.message().await {
-            Ok(Some(message)) => {
-                if let Some(get_object_response::Part::Chunk(chunk)) = message.part {
-                    received += chunk.len();
-                }
-            }
-            Ok(None) => panic!("the whole body arrived after the deadline"),
-            Err(err) => break err,
-        }
-    };
+    let (received, err) = read_to_error(&mut stream).await;
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(received < body.len());
 }
@@ -409,8 +398,20 @@ async fn an_object_store_cut_during_a_download_ends_it_with_unavailable_not_a_sh
     stream.message().await.unwrap().expect("the info message");
     stream.message().await.unwrap().expect("a first chunk");
     proxies.s3.down();
+    let (received, err) = read_to_error(&mut stream).await;
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("reading the body failed"), "{err:?}");
+    assert!(received < body.len());
+}
+
+/// Reads a GetObject stream to the error that must end it: the body bytes
+/// received before it, and the error. A stream that ends as if whole fails
+/// the test.
+async fn read_to_error(
+    stream: &mut tonic::Streaming<resource_broker::proto::GetObjectResponse>,
+) -> (usize, tonic::Status) {
     let mut received = 0;
-    let err = loop {
+    loop {
         let next = tokio::time::timeout(Duration::from_secs(60), stream.message())
             .await
             .expect("the download ends");
@@ -421,12 +422,9 @@ async fn an_object_store_cut_during_a_download_ends_it_with_unavailable_not_a_sh
                 }
             }
             Ok(None) => panic!("the stream ended as if whole after {received} bytes"),
-            Err(err) => break err,
+            Err(err) => return (received, err),
         }
-    };
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("reading the body failed"), "{err:?}");
-    assert!(received < body.len());
+    }
 }
 
 async fn put(
