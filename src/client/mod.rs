@@ -21,6 +21,7 @@
 
 mod connection;
 mod error;
+mod messages;
 mod objects;
 mod options;
 mod rows;
@@ -53,6 +54,7 @@ use crate::{
         object_store_client::ObjectStoreClient,
     },
 };
+use messages::Messages;
 use transport::{Balancer, Transport};
 use unary::paths;
 
@@ -115,8 +117,8 @@ type Stub = InterceptedService<Transport, BearerToken>;
 /// clone; clones share connections.
 #[derive(Clone)]
 pub struct BrokerClient {
-    /// The streaming calls (GetObject, PutObject) go through tonic's stub;
-    /// the unary ones straight to the transport ([`unary`]).
+    /// PutObject goes through tonic's stub; the unary calls and GetObject
+    /// straight to the transport ([`unary`], [`Messages`]).
     store: ObjectStoreClient<Stub>,
     transport: Transport,
     token: BearerToken,
@@ -258,6 +260,22 @@ impl BrokerClient {
             .map(tonic::Response::new)
     }
 
+    /// `path` with `request`, its answer's messages still to be read
+    /// ([`Messages`]).
+    async fn open_stream<M, R>(
+        self,
+        path: &'static str,
+        mut request: Request<M>,
+    ) -> Result<tonic::Response<Messages<R>>, Status>
+    where
+        M: prost::Message,
+        R: prost::Message + Default,
+    {
+        self.token.apply(request.metadata_mut());
+        let answer = unary::send(self.transport, path, request).await?;
+        Messages::open(answer, MAX_RESPONSE_BYTES).map(tonic::Response::new)
+    }
+
     /// Runs a unary call, trying the next broker address when one cannot be
     /// reached: always for `idempotent` calls, and for writes only when the
     /// connection was refused (so the broker never saw the request).
@@ -365,9 +383,7 @@ impl BrokerClient {
         let timeout = self.stream_timeout;
         let body = self
             .with_optional_timeout(timeout)
-            .unary(true, message, |mut c, r| async move {
-                c.store.get_object(r).await
-            })
+            .unary(true, message, |c, r| c.open_stream(paths::GET_OBJECT, r))
             .await?;
         ObjectReader::open(body).await
     }

@@ -8,9 +8,11 @@ use std::{
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tonic::Streaming;
 
-use super::error::{ClientError, Result};
+use super::{
+    error::{ClientError, Result},
+    messages::Messages,
+};
 use crate::{
     object_store::{CHUNK_SIZE, Gather},
     proto::{
@@ -46,7 +48,7 @@ pub struct Progress {
 /// A download: the object's metadata, then its body as chunks.
 pub struct ObjectReader {
     info: proto::ObjectInfo,
-    body: Streaming<GetObjectResponse>,
+    body: Messages<GetObjectResponse>,
 }
 
 impl std::fmt::Debug for ObjectReader {
@@ -59,8 +61,8 @@ impl std::fmt::Debug for ObjectReader {
 
 impl ObjectReader {
     /// Reads the metadata message that opens every GetObject stream.
-    pub(crate) async fn open(mut body: Streaming<GetObjectResponse>) -> Result<Self> {
-        match body.message().await? {
+    pub(crate) async fn open(mut body: Messages<GetObjectResponse>) -> Result<Self> {
+        match body.next().await.transpose()? {
             Some(GetObjectResponse {
                 part: Some(get_object_response::Part::Info(info)),
             }) => Ok(Self { info, body }),

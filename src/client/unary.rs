@@ -1,7 +1,7 @@
 //! Unary calls made on the transport directly: the request message is
 //! encoded into one buffer and sent as one HTTP/2 request; the answer's one
-//! message is read whole, then decoded. tonic's client (which the streaming
-//! calls, GetObject and PutObject, still use) does the same through an
+//! message is read whole, then decoded. tonic's client (which PutObject
+//! still uses; GetObject's answer is read by `messages.rs`) does the same through an
 //! interceptor, a codec, a streaming encoder and a streaming decoder, and
 //! that cost the client library about as many instructions per call as the
 //! HTTP/2 work itself (README, "Performance"). What goes on the wire is the
@@ -23,6 +23,7 @@ use crate::codec::{self, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX_BYTES as PREFIX}
 pub mod paths {
     pub const LIST_OBJECTS: &str = "/broker.v1.ObjectStore/ListObjects";
     pub const HEAD_OBJECT: &str = "/broker.v1.ObjectStore/HeadObject";
+    pub const GET_OBJECT: &str = "/broker.v1.ObjectStore/GetObject";
     pub const DELETE_OBJECT: &str = "/broker.v1.ObjectStore/DeleteObject";
     pub const QUERY: &str = "/broker.v1.Database/Query";
     pub const EXECUTE: &str = "/broker.v1.Database/Execute";
@@ -42,6 +43,17 @@ where
     M: Message,
     R: Message + Default,
 {
+    let answer = send(transport, path, request).await?;
+    read(answer, max_bytes).await
+}
+
+/// Sends `request` to `path` as one framed message and returns the answer
+/// as it begins: its headers, and its body still to be read.
+pub async fn send<M: Message>(
+    transport: Transport,
+    path: &'static str,
+    request: tonic::Request<M>,
+) -> Result<http::Response<Body>, Status> {
     // The client's requests carry no extensions, only metadata.
     let (metadata, _, message) = request.into_parts();
     let mut http = http::Request::new(Body::new(http_body_util::Full::new(codec::frame(&message))));
@@ -51,8 +63,7 @@ where
     *headers = metadata.into_headers();
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     headers.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE.clone());
-    let answer = transport.oneshot(http).await.map_err(Status::from_error)?;
-    read(answer, max_bytes).await
+    transport.oneshot(http).await.map_err(Status::from_error)
 }
 
 /// The answer's one message, or the status it carries.
@@ -93,7 +104,7 @@ async fn read<R: Message + Default>(
 
 /// The call's outcome from its trailers, or from the HTTP status when they
 /// carry none (gRPC's HTTP-to-gRPC status mapping, as tonic applies it).
-fn settled(trailers: Option<&HeaderMap>, http: http::StatusCode) -> Result<(), Status> {
+pub fn settled(trailers: Option<&HeaderMap>, http: http::StatusCode) -> Result<(), Status> {
     // Success is read off directly: a `Status` copies the trailers.
     if trailers
         .and_then(|t| t.get(&GRPC_STATUS))

@@ -110,12 +110,12 @@ async fn read_pieces(first: Frame<Bytes>, mut body: Body, limit: usize) -> Resul
         }
         gathered.push(data);
         if length.is_none() && gathered.len() >= PREFIX_BYTES {
-            length = Some(message_length(&gathered.take(PREFIX_BYTES), limit)?);
+            length = Some(message_length(&gathered.take_up_to(PREFIX_BYTES), limit)?);
         }
         if let Some(length) = length
             && gathered.len() >= length
         {
-            message = Some(gathered.take(length));
+            message = Some(gathered.take_up_to(length));
             if !gathered.is_empty() {
                 return Err(more_than_one());
             }

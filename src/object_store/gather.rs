@@ -1,7 +1,8 @@
 //! Body bytes gathered into buffers of a set size with at most one copy.
-//! [`Gather`] (a unary request's body, a client's whole-object read) keeps
-//! pieces as they arrive and joins them only when a buffer is taken, and a
-//! piece that already holds a whole buffer is handed on as it is.
+//! [`Gather`] (a unary request's body, a client's whole-object read, the
+//! client's GetObject messages) keeps pieces as they arrive and joins them
+//! only when a buffer is taken, and a piece that already holds a whole
+//! buffer is handed on as it is.
 //! (Appending to one growing buffer instead copies every byte about twice
 //! as it doubles.) [`Parts`] (PutObject's multipart parts, GetObject's
 //! 1 MiB chunks through [`rechunk`]) copies each piece into the part as it
@@ -40,7 +41,7 @@ impl Gather {
     }
 
     /// The first `n` bytes (all of them when fewer are held) as one buffer.
-    pub fn take(&mut self, n: usize) -> Bytes {
+    pub fn take_up_to(&mut self, n: usize) -> Bytes {
         let n = n.min(self.len);
         self.len -= n;
         if let Some(front) = self.pieces.front_mut()
@@ -70,7 +71,41 @@ impl Gather {
 
     /// Everything held, as one buffer.
     pub fn take_all(&mut self) -> Bytes {
-        self.take(self.len)
+        self.take_up_to(self.len)
+    }
+}
+
+/// The gathered bytes read in order. A Protobuf message decoded from them
+/// takes each `bytes` field with [`Gather::take_up_to`]: uncopied when it lies
+/// within one piece.
+impl Buf for Gather {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.pieces.front().map_or(&[], |front| front)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        assert!(n <= self.len, "advancing past the gathered bytes");
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.pieces.front_mut() else {
+                break;
+            };
+            if front.len() > n {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.pieces.pop_front();
+        }
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        assert!(len <= self.len, "taking more than the gathered bytes");
+        self.take_up_to(len)
     }
 }
 
@@ -240,17 +275,57 @@ mod tests {
         gather.push(Bytes::from_static(b"defg"));
         assert_eq!(gather.len(), 17);
 
-        let first = gather.take(10);
+        let first = gather.take_up_to(10);
         assert_eq!(first.as_ptr(), big.as_ptr(), "a whole piece is handed on");
-        assert_eq!(gather.take(5), Bytes::from_static(b"abcde"));
+        assert_eq!(gather.take_up_to(5), Bytes::from_static(b"abcde"));
         assert_eq!(gather.len(), 2);
         assert_eq!(
-            gather.take(8),
+            gather.take_up_to(8),
             Bytes::from_static(b"fg"),
             "fewer than asked"
         );
         assert!(gather.is_empty());
         assert!(gather.take_all().is_empty());
+    }
+
+    #[test]
+    fn read_as_a_buffer_a_field_within_one_piece_is_not_copied() {
+        let mut gather = Gather::default();
+        let big = Bytes::from(vec![7u8; 10]);
+        gather.push(Bytes::from_static(b"ab"));
+        gather.push(Bytes::from_static(b"cd"));
+        gather.push(big.clone());
+        assert_eq!(gather.get_u8(), b'a');
+        assert_eq!(
+            gather.get_u16(),
+            u16::from_be_bytes(*b"bc"),
+            "across pieces"
+        );
+        assert_eq!(gather.remaining(), 11);
+        assert_eq!(gather.chunk(), b"d");
+        gather.advance(1);
+        let field = gather.copy_to_bytes(6);
+        assert_eq!(field.as_ptr(), big.as_ptr(), "within one piece");
+        assert_eq!(gather.copy_to_bytes(4), Bytes::from(vec![7u8; 4]));
+        assert!(!gather.has_remaining());
+        assert!(gather.chunk().is_empty());
+
+        // A message decoded from pieces takes its bytes field in place.
+        use prost::Message;
+        let message = crate::proto::GetObjectResponse {
+            part: Some(crate::proto::get_object_response::Part::Chunk(big.clone())),
+        };
+        let encoded = message.encode_to_vec();
+        let (head, _) = encoded.split_at(encoded.len() - big.len());
+        let mut gather = Gather::default();
+        gather.push(Bytes::copy_from_slice(head));
+        gather.push(big.clone());
+        let decoded = crate::proto::GetObjectResponse::decode(&mut gather).unwrap();
+        assert_eq!(decoded, message);
+        let Some(crate::proto::get_object_response::Part::Chunk(chunk)) = decoded.part else {
+            unreachable!()
+        };
+        assert_eq!(chunk.as_ptr(), big.as_ptr(), "the chunk is the piece");
     }
 
     /// Fills parts from `pieces`, giving each part's buffer back as an
@@ -393,8 +468,8 @@ mod tests {
         for piece in [&b"ab"[..], b"cdef", b"g"] {
             gather.push(Bytes::copy_from_slice(piece));
         }
-        assert_eq!(gather.take(3), Bytes::from_static(b"abc"));
-        assert_eq!(gather.take(1), Bytes::from_static(b"d"));
+        assert_eq!(gather.take_up_to(3), Bytes::from_static(b"abc"));
+        assert_eq!(gather.take_up_to(1), Bytes::from_static(b"d"));
         assert_eq!(gather.take_all(), Bytes::from_static(b"efg"));
     }
 }
