@@ -10,6 +10,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use prost::encoding::{self, WireType};
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::ProstCodec;
 
@@ -44,6 +45,45 @@ pub fn frame_of_length(message: &impl prost::Message, length: usize) -> Bytes {
     frame.put_u32(length as u32);
     message.encode_raw(&mut frame);
     frame.freeze()
+}
+
+/// The field number of the `chunk` bytes field of both GetObjectResponse
+/// and PutObjectRequest.
+const CHUNK_FIELD: u32 = 2;
+
+/// Chunks at least this long go out as a DATA frame of their own; copying
+/// a shorter one next to its framing costs less than a frame.
+const OWN_FRAME_BYTES: usize = 16 * 1024;
+
+/// The longest framing of a chunk: gRPC's prefix, the field's key and a
+/// length of up to five bytes of varint.
+const MAX_CHUNK_HEAD_BYTES: usize = PREFIX_BYTES + 1 + 5;
+
+/// The message holding `chunk` as its `chunk` field (a GetObjectResponse
+/// or a PutObjectRequest), framed, as the DATA frames to send: a short
+/// chunk in one buffer with its framing; a long one as its framing (gRPC's
+/// prefix and the field's header, a few bytes), then the chunk's own
+/// buffer, uncopied (HTTP/2 writes the two with one `writev`).
+pub fn chunk_frames(chunk: Bytes) -> (Bytes, Option<Bytes>) {
+    let mut head = BytesMut::with_capacity(
+        MAX_CHUNK_HEAD_BYTES
+            + if chunk.len() < OWN_FRAME_BYTES {
+                chunk.len()
+            } else {
+                0
+            },
+    );
+    let length = chunk.len();
+    let field = encoding::key_len(CHUNK_FIELD) + encoding::encoded_len_varint(length as u64);
+    head.put_u8(0);
+    head.put_u32((field + length) as u32);
+    encoding::encode_key(CHUNK_FIELD, WireType::LengthDelimited, &mut head);
+    encoding::encode_varint(length as u64, &mut head);
+    if length < OWN_FRAME_BYTES {
+        head.extend_from_slice(&chunk);
+        return (head.freeze(), None);
+    }
+    (head.freeze(), Some(chunk))
 }
 
 /// First size of a call's encode and decode buffers.
@@ -82,5 +122,42 @@ where
 
     fn decoder(&mut self) -> Self::Decoder {
         ProstCodec::<T, U>::raw_decoder(settings())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{get_object_response, put_object_request};
+
+    #[test]
+    fn a_chunks_frames_are_the_framed_message_and_a_long_chunk_is_not_copied() {
+        for length in [
+            0,
+            1,
+            127,
+            128,
+            OWN_FRAME_BYTES - 1,
+            OWN_FRAME_BYTES,
+            1 << 20,
+        ] {
+            let chunk = Bytes::from(vec![7u8; length]);
+            let (first, rest) = chunk_frames(chunk.clone());
+            let mut sent = first.to_vec();
+            if let Some(rest) = &rest {
+                assert_eq!(rest.as_ptr(), chunk.as_ptr(), "{length} bytes: not copied");
+                assert!(first.len() <= MAX_CHUNK_HEAD_BYTES);
+                sent.extend_from_slice(rest);
+            }
+            assert_eq!(rest.is_some(), length >= OWN_FRAME_BYTES, "{length} bytes");
+            let download = crate::proto::GetObjectResponse {
+                part: Some(get_object_response::Part::Chunk(chunk.clone())),
+            };
+            let upload = crate::proto::PutObjectRequest {
+                part: Some(put_object_request::Part::Chunk(chunk)),
+            };
+            assert_eq!(sent, frame(&download), "{length} bytes");
+            assert_eq!(sent, frame(&upload), "{length} bytes");
+        }
     }
 }

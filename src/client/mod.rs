@@ -36,7 +36,6 @@ use futures::Stream;
 use tonic::{
     Code, Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
 };
 
 pub use error::{ClientError, Result};
@@ -51,7 +50,6 @@ use crate::{
     proto::{
         self, ByteRange, DeleteObjectRequest, ExecuteRequest, GetObjectRequest, HeadObjectRequest,
         InitSchemaRequest, ListObjectsRequest, PutObjectHeader, QueryRequest, TransactionRequest,
-        object_store_client::ObjectStoreClient,
     },
 };
 use messages::Messages;
@@ -95,8 +93,7 @@ impl BearerToken {
             })
     }
 
-    /// Adds the header to a call's metadata (the unary calls'; the
-    /// streaming stub's get it as an interceptor).
+    /// Adds the header to a call's metadata.
     fn apply(&self, metadata: &mut tonic::metadata::MetadataMap) {
         if let Some(token) = &self.0 {
             metadata.insert("authorization", token.clone());
@@ -104,22 +101,11 @@ impl BearerToken {
     }
 }
 
-impl Interceptor for BearerToken {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        self.apply(request.metadata_mut());
-        Ok(request)
-    }
-}
-
-type Stub = InterceptedService<Transport, BearerToken>;
-
 /// A connection to the broker (or to the in-process services). Cheap to
 /// clone; clones share connections.
 #[derive(Clone)]
 pub struct BrokerClient {
-    /// PutObject goes through tonic's stub; the unary calls and GetObject
-    /// straight to the transport ([`unary`], [`Messages`]).
-    store: ObjectStoreClient<Stub>,
+    /// Every call goes straight to the transport ([`unary`], [`Messages`]).
     transport: Transport,
     token: BearerToken,
     mode: Arc<Mode>,
@@ -186,9 +172,7 @@ impl BrokerClient {
 
     fn over(transport: Transport, mode: Mode, options: &ClientOptions) -> Result<Self> {
         let token = BearerToken::new(options.token.as_deref())?;
-        let stub = InterceptedService::new(transport.clone(), token.clone());
         Ok(Self {
-            store: ObjectStoreClient::new(stub).max_decoding_message_size(MAX_RESPONSE_BYTES),
             transport,
             token,
             mode: Arc::new(mode),
@@ -422,11 +406,17 @@ impl BrokerClient {
             metadata: options.metadata,
         };
         let (failure, failed) = tokio::sync::oneshot::channel();
-        let requests = objects::put_requests(header, body, failure, progress);
-        let mut store = self.store.clone();
-        let call = store.put_object(self.request(requests, self.stream_timeout));
+        let body = objects::put_body(header, body, failure, progress);
+        let mut request = self.request(body, self.stream_timeout);
+        self.token.apply(request.metadata_mut());
+        let call = unary::call_with_body(
+            self.transport.clone(),
+            paths::PUT_OBJECT,
+            request,
+            MAX_RESPONSE_BYTES,
+        );
         tokio::select! {
-            result = call => Ok(result?.into_inner()),
+            result = call => Ok(result?),
             Ok(e) = failed => Err(ClientError::io(format!("reading the body of {key:?}; the upload was cancelled"), e)),
         }
     }

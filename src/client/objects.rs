@@ -9,11 +9,14 @@ use std::{
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use http_body::Frame;
+
 use super::{
     error::{ClientError, Result},
     messages::Messages,
 };
 use crate::{
+    codec,
     object_store::{CHUNK_SIZE, Gather},
     proto::{
         self, GetObjectResponse, PutObjectHeader, PutObjectRequest, get_object_response,
@@ -137,23 +140,26 @@ impl Stream for ObjectReader {
     }
 }
 
-/// The PutObject request stream: the header, then `body` in chunks of at
-/// most [`CHUNK_SIZE`]. A body error is sent on `failure` and the stream
-/// never ends cleanly (a clean end would complete the upload): the caller
-/// then drops the call, the broker sees it cancelled and aborts the upload.
-pub(crate) fn put_requests<S>(
+/// PutObject's request body: the header message, then `body` in chunk
+/// messages of at most [`CHUNK_SIZE`], each as its DATA frames
+/// ([`codec::chunk_frames`]: a long chunk goes out as the body's own
+/// buffer, uncopied). A body error is sent on `failure` and the body never
+/// ends cleanly (a clean end would complete the upload): the caller then
+/// drops the call, the broker sees it cancelled and aborts the upload.
+pub(crate) fn put_body<S>(
     header: PutObjectHeader,
     body: S,
     failure: tokio::sync::oneshot::Sender<std::io::Error>,
     mut progress: impl FnMut(u64) + Send + 'static,
-) -> impl Stream<Item = PutObjectRequest> + Send + 'static
+) -> tonic::body::Body
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
 {
-    let header = PutObjectRequest {
+    let header = codec::frame(&PutObjectRequest {
         part: Some(put_object_request::Part::Header(header)),
-    };
-    let chunks = async_stream::stream! {
+    });
+    let frames = async_stream::stream! {
+        yield header;
         let mut body = std::pin::pin!(body);
         let mut sent = 0u64;
         while let Some(next) = body.next().await {
@@ -168,12 +174,17 @@ where
             while !data.is_empty() {
                 let chunk = data.split_to(data.len().min(CHUNK_SIZE));
                 sent += chunk.len() as u64;
-                yield PutObjectRequest { part: Some(put_object_request::Part::Chunk(chunk)) };
+                let (first, rest) = codec::chunk_frames(chunk);
+                yield first;
+                if let Some(rest) = rest {
+                    yield rest;
+                }
                 progress(sent);
             }
         }
     };
-    futures::stream::once(async { header }).chain(chunks)
+    let frames = frames.map(|data| Ok::<_, tonic::Status>(Frame::data(data)));
+    tonic::body::Body::new(http_body_util::StreamBody::new(frames))
 }
 
 /// A file as a stream of chunks.

@@ -1,13 +1,14 @@
 //! Unary calls made on the transport directly: the request message is
 //! encoded into one buffer and sent as one HTTP/2 request; the answer's one
-//! message is read whole, then decoded. tonic's client (which PutObject
-//! still uses; GetObject's answer is read by `messages.rs`) does the same through an
+//! message is read whole, then decoded. tonic's client does the same through an
 //! interceptor, a codec, a streaming encoder and a streaming decoder, and
 //! that cost the client library about as many instructions per call as the
 //! HTTP/2 work itself (README, "Performance"). What goes on the wire is the
 //! same: the headers tonic sends, and the answer is read as tonic reads it
 //! (a status in the headers or the trailers, else one inferred from the
-//! HTTP status, as gRPC's HTTP mapping says).
+//! HTTP status, as gRPC's HTTP mapping says). The streaming calls are
+//! made the same way: PutObject's request messages are framed by
+//! `objects.rs`, and GetObject's answer is read by `messages.rs`.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Uri, header, uri::PathAndQuery};
@@ -24,6 +25,7 @@ pub mod paths {
     pub const LIST_OBJECTS: &str = "/broker.v1.ObjectStore/ListObjects";
     pub const HEAD_OBJECT: &str = "/broker.v1.ObjectStore/HeadObject";
     pub const GET_OBJECT: &str = "/broker.v1.ObjectStore/GetObject";
+    pub const PUT_OBJECT: &str = "/broker.v1.ObjectStore/PutObject";
     pub const DELETE_OBJECT: &str = "/broker.v1.ObjectStore/DeleteObject";
     pub const QUERY: &str = "/broker.v1.Database/Query";
     pub const EXECUTE: &str = "/broker.v1.Database/Execute";
@@ -47,6 +49,23 @@ where
     read(answer, max_bytes).await
 }
 
+/// Sends `request`, whose body is already gRPC's framed messages (a
+/// client stream: PutObject's), to `path`, and returns the answer's one
+/// message, at most `max_bytes` long.
+pub async fn call_with_body<R>(
+    transport: Transport,
+    path: &'static str,
+    request: tonic::Request<Body>,
+    max_bytes: usize,
+) -> Result<R, Status>
+where
+    R: Message + Default,
+{
+    let (metadata, _, body) = request.into_parts();
+    let answer = send_body(transport, path, metadata, body).await?;
+    read(answer, max_bytes).await
+}
+
 /// Sends `request` to `path` as one framed message and returns the answer
 /// as it begins: its headers, and its body still to be read.
 pub async fn send<M: Message>(
@@ -56,7 +75,19 @@ pub async fn send<M: Message>(
 ) -> Result<http::Response<Body>, Status> {
     // The client's requests carry no extensions, only metadata.
     let (metadata, _, message) = request.into_parts();
-    let mut http = http::Request::new(Body::new(http_body_util::Full::new(codec::frame(&message))));
+    let body = Body::new(http_body_util::Full::new(codec::frame(&message)));
+    send_body(transport, path, metadata, body).await
+}
+
+/// Sends `body` to `path` with `metadata` as headers (the token,
+/// `grpc-timeout`) and gRPC's own.
+async fn send_body(
+    transport: Transport,
+    path: &'static str,
+    metadata: tonic::metadata::MetadataMap,
+    body: Body,
+) -> Result<http::Response<Body>, Status> {
+    let mut http = http::Request::new(body);
     *http.method_mut() = Method::POST;
     *http.uri_mut() = Uri::from(PathAndQuery::from_static(path));
     let headers = http.headers_mut();

@@ -21,26 +21,18 @@ use std::{
 };
 
 use axum::{body::Body, response::Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use http::HeaderMap;
 use http_body::Frame;
-use prost::encoding::{self, WireType};
 use tonic::Status;
 
 use super::{convert, unary};
 use crate::{
-    codec::{self, PREFIX_BYTES},
+    codec,
     object_store::{ByteStream, ObjectReader, rechunk},
     proto::{GetObjectResponse, get_object_response::Part},
 };
-
-/// The field number of `GetObjectResponse.chunk`.
-const CHUNK_FIELD: u32 = 2;
-
-/// Chunks at least this long go out as a frame of their own; copying a
-/// shorter one next to its framing costs less than a frame.
-const OWN_FRAME_BYTES: usize = 16 * 1024;
 
 /// The opened object as the HTTP response tonic's stub would send; an
 /// error before the first message as a trailers-only response.
@@ -82,15 +74,9 @@ impl Download {
     /// The next frame of `chunk`'s message, keeping a large chunk for the
     /// frame after its framing.
     fn frame(&mut self, chunk: Bytes) -> Bytes {
-        if chunk.len() < OWN_FRAME_BYTES {
-            let mut message = BytesMut::with_capacity(MAX_HEAD_BYTES + chunk.len());
-            put_chunk_head(chunk.len(), &mut message);
-            message.extend_from_slice(&chunk);
-            return message.freeze();
-        }
-        let head = chunk_head(chunk.len());
-        self.chunk = Some(chunk);
-        head
+        let (first, rest) = codec::chunk_frames(chunk);
+        self.chunk = rest;
+        first
     }
 }
 
@@ -135,26 +121,6 @@ fn trailers(status: &Status) -> HeaderMap {
         let _ = unsendable.add_header(&mut trailers);
     }
     trailers
-}
-
-/// The longest [`chunk_head`]: gRPC's prefix, the field's key and a
-/// length of up to five bytes of varint.
-const MAX_HEAD_BYTES: usize = PREFIX_BYTES + 1 + 5;
-
-/// What precedes the bytes of a chunk of `length` bytes in the body: gRPC's
-/// prefix of the message, then the Protobuf header of its `chunk` field.
-fn chunk_head(length: usize) -> Bytes {
-    let mut head = BytesMut::with_capacity(MAX_HEAD_BYTES);
-    put_chunk_head(length, &mut head);
-    head.freeze()
-}
-
-fn put_chunk_head(length: usize, out: &mut BytesMut) {
-    let field = encoding::key_len(CHUNK_FIELD) + encoding::encoded_len_varint(length as u64);
-    out.put_u8(0);
-    out.put_u32((field + length) as u32);
-    encoding::encode_key(CHUNK_FIELD, WireType::LengthDelimited, out);
-    encoding::encode_varint(length as u64, out);
 }
 
 #[cfg(test)]
@@ -246,17 +212,6 @@ mod tests {
         pieces
     }
 
-    #[test]
-    fn a_chunks_head_and_bytes_are_the_encoded_message() {
-        for length in [0, 1, 127, 128, OWN_FRAME_BYTES, CHUNK_SIZE] {
-            let bytes = Bytes::from(vec![7u8; length]);
-            assert!(chunk_head(length).len() <= MAX_HEAD_BYTES);
-            let mut framed = chunk_head(length).to_vec();
-            framed.extend_from_slice(&bytes);
-            assert_eq!(framed, codec::frame(&chunk(bytes)), "{length} bytes");
-        }
-    }
-
     #[tokio::test]
     async fn the_body_goes_out_in_chunks_of_a_mib_whatever_the_pieces() {
         let body = body_of(2 * CHUNK_SIZE + 1000);
@@ -284,7 +239,7 @@ mod tests {
         let large = Bytes::from(body_of(300 * 1024));
         let (frames, _) = answer(reader(Some(large.len() as u64), vec![Ok(large.clone())])).await;
         assert_eq!(frames.len(), 3, "metadata, framing, the chunk");
-        assert_eq!(frames[1], chunk_head(large.len()));
+        assert_eq!(frames[1], codec::chunk_frames(large.clone()).0);
         assert_eq!(
             frames[2].as_ptr(),
             large.as_ptr(),
