@@ -5,14 +5,23 @@
 //! makes the allocator sweep its free lists first. Buffers still grow to
 //! the message (a 1 MiB chunk, a large result set).
 //!
-//! Also gRPC's framing of one message, for the unary calls both ends make
-//! without tonic's codec (`client/unary.rs`, `grpc/unary.rs`).
+//! Also what both ends use for the calls they make without tonic's codec
+//! (`client/unary.rs`, `grpc/unary.rs`, `grpc/download.rs`): gRPC's framing
+//! of one message and of an object chunk, the check of a message's prefix,
+//! the status an answer ends with, and streams of messages decoded in
+//! place as they arrive ([`Messages`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use prost::encoding::{self, WireType};
-use tonic::codec::{BufferSettings, Codec};
+use tonic::{
+    Code, Status,
+    codec::{BufferSettings, Codec},
+};
 use tonic_prost::ProstCodec;
+
+mod messages;
+pub use messages::Messages;
 
 /// The prefix before each gRPC message: a compression flag and four bytes
 /// of length.
@@ -84,6 +93,65 @@ pub fn chunk_frames(chunk: Bytes) -> (Bytes, Option<Bytes>) {
         return (head.freeze(), None);
     }
     (head.freeze(), Some(chunk))
+}
+
+/// The message length a frame's prefix announces, checked as tonic does.
+pub fn message_length(prefix: &[u8], limit: usize) -> Result<usize, Status> {
+    match prefix[0] {
+        0 => {}
+        1 => {
+            return Err(Status::internal(
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            ));
+        }
+        flag => {
+            return Err(Status::internal(format!(
+                "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1), while sending request"
+            )));
+        }
+    }
+    let length = u32::from_be_bytes(prefix[1..PREFIX_BYTES].try_into().expect("4 bytes")) as usize;
+    if length > limit {
+        return Err(Status::out_of_range(format!(
+            "Error, decoded message length too large: found {length} bytes, the limit is: {limit} bytes"
+        )));
+    }
+    Ok(length)
+}
+
+/// The call's outcome from its trailers, or from the HTTP status when they
+/// carry none (gRPC's HTTP-to-gRPC status mapping, as tonic applies it).
+pub fn settled(trailers: Option<&HeaderMap>, http: http::StatusCode) -> Result<(), Status> {
+    // Success is read off directly: a `Status` copies the trailers.
+    if trailers
+        .and_then(|t| t.get(&GRPC_STATUS))
+        .is_some_and(|code| code == "0")
+    {
+        return Ok(());
+    }
+    if let Some(status) = trailers.and_then(Status::from_header_map) {
+        return match status.code() {
+            Code::Ok => Ok(()),
+            _ => Err(status),
+        };
+    }
+    let code = match http {
+        http::StatusCode::BAD_REQUEST => Code::Internal,
+        http::StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        http::StatusCode::FORBIDDEN => Code::PermissionDenied,
+        http::StatusCode::NOT_FOUND => Code::Unimplemented,
+        http::StatusCode::TOO_MANY_REQUESTS
+        | http::StatusCode::BAD_GATEWAY
+        | http::StatusCode::SERVICE_UNAVAILABLE
+        | http::StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+        http::StatusCode::OK => Code::Internal,
+        _ => Code::Unknown,
+    };
+    let detail = match http {
+        http::StatusCode::OK => "the answer ended without a grpc-status".to_owned(),
+        other => format!("HTTP status {other} from the broker, without a grpc-status"),
+    };
+    Err(Status::new(code, detail))
 }
 
 /// First size of a call's encode and decode buffers.
@@ -159,5 +227,39 @@ mod tests {
             assert_eq!(sent, frame(&download), "{length} bytes");
             assert_eq!(sent, frame(&upload), "{length} bytes");
         }
+    }
+
+    #[test]
+    fn the_status_comes_from_trailers_or_else_the_http_status() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("5"));
+        trailers.insert("grpc-message", HeaderValue::from_static("no%20such%20key"));
+        let status = settled(Some(&trailers), http::StatusCode::OK).unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "no such key");
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(settled(Some(&trailers), http::StatusCode::OK).is_ok());
+        assert_eq!(
+            settled(None, http::StatusCode::OK).unwrap_err().code(),
+            Code::Internal
+        );
+        assert_eq!(
+            settled(None, http::StatusCode::SERVICE_UNAVAILABLE)
+                .unwrap_err()
+                .code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            settled(None, http::StatusCode::NOT_FOUND)
+                .unwrap_err()
+                .code(),
+            Code::Unimplemented
+        );
+        assert_eq!(
+            settled(None, http::StatusCode::IM_A_TEAPOT)
+                .unwrap_err()
+                .code(),
+            Code::Unknown
+        );
     }
 }

@@ -426,6 +426,25 @@ async fn malformed_upload_streams_are_rejected_and_leave_nothing() {
         })
         .await;
     assert_eq!(head.unwrap_err().code(), Code::NotFound);
+
+    // A chunk larger than a message may be, after parts went up.
+    let mut messages = vec![header("too-big.bin", "")];
+    messages.extend(binary_body(6 * 1024 * 1024).chunks(1024 * 1024).map(chunk));
+    messages.push(chunk(&binary_body(5 * 1024 * 1024)));
+    let err = client
+        .put_object(futures::stream::iter(messages))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    assert!(err.message().contains("too large"), "{err}");
+    wait_until_no_pending_uploads(&broker).await;
+    let head = client
+        .head_object(HeadObjectRequest {
+            bucket: String::new(),
+            key: "too-big.bin".into(),
+        })
+        .await;
+    assert_eq!(head.unwrap_err().code(), Code::NotFound);
 }
 
 #[tokio::test]

@@ -21,7 +21,6 @@
 
 mod connection;
 mod error;
-mod messages;
 mod objects;
 mod options;
 mod rows;
@@ -46,13 +45,13 @@ pub use values::{FromValue, json, null, numeric};
 
 pub use crate::proto::{ObjectInfo, PutObjectResponse as PutResult, Value};
 use crate::{
+    codec::Messages,
     config::ServeConfig,
     proto::{
         self, ByteRange, DeleteObjectRequest, ExecuteRequest, GetObjectRequest, HeadObjectRequest,
         InitSchemaRequest, ListObjectsRequest, PutObjectHeader, QueryRequest, TransactionRequest,
     },
 };
-use messages::Messages;
 use transport::{Balancer, Transport};
 use unary::paths;
 
@@ -257,7 +256,7 @@ impl BrokerClient {
     {
         self.token.apply(request.metadata_mut());
         let answer = unary::send(self.transport, path, request).await?;
-        Messages::open(answer, MAX_RESPONSE_BYTES).map(tonic::Response::new)
+        Messages::answer(answer, MAX_RESPONSE_BYTES).map(tonic::Response::new)
     }
 
     /// Runs a unary call, trying the next broker address when one cannot be

@@ -11,12 +11,9 @@ use futures::{Stream, StreamExt};
 
 use http_body::Frame;
 
-use super::{
-    error::{ClientError, Result},
-    messages::Messages,
-};
+use super::error::{ClientError, Result};
 use crate::{
-    codec,
+    codec::{self, Messages},
     object_store::{CHUNK_SIZE, Gather},
     proto::{
         self, GetObjectResponse, PutObjectHeader, PutObjectRequest, get_object_response,

@@ -8,17 +8,17 @@
 //! (a status in the headers or the trailers, else one inferred from the
 //! HTTP status, as gRPC's HTTP mapping says). The streaming calls are
 //! made the same way: PutObject's request messages are framed by
-//! `objects.rs`, and GetObject's answer is read by `messages.rs`.
+//! `objects.rs`, and GetObject's answer is read by `codec::Messages`.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Uri, header, uri::PathAndQuery};
+use http::{HeaderValue, Method, Uri, header, uri::PathAndQuery};
 use http_body_util::BodyExt;
 use prost::Message;
-use tonic::{Code, Status, body::Body};
+use tonic::{Status, body::Body};
 use tower::ServiceExt;
 
 use super::transport::Transport;
-use crate::codec::{self, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX_BYTES as PREFIX};
+use crate::codec::{self, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX_BYTES as PREFIX, settled};
 
 /// The methods the client calls this way.
 pub mod paths {
@@ -133,41 +133,6 @@ async fn read<R: Message + Default>(
     decode(data.freeze())
 }
 
-/// The call's outcome from its trailers, or from the HTTP status when they
-/// carry none (gRPC's HTTP-to-gRPC status mapping, as tonic applies it).
-pub fn settled(trailers: Option<&HeaderMap>, http: http::StatusCode) -> Result<(), Status> {
-    // Success is read off directly: a `Status` copies the trailers.
-    if trailers
-        .and_then(|t| t.get(&GRPC_STATUS))
-        .is_some_and(|code| code == "0")
-    {
-        return Ok(());
-    }
-    if let Some(status) = trailers.and_then(Status::from_header_map) {
-        return match status.code() {
-            Code::Ok => Ok(()),
-            _ => Err(status),
-        };
-    }
-    let code = match http {
-        http::StatusCode::BAD_REQUEST => Code::Internal,
-        http::StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        http::StatusCode::FORBIDDEN => Code::PermissionDenied,
-        http::StatusCode::NOT_FOUND => Code::Unimplemented,
-        http::StatusCode::TOO_MANY_REQUESTS
-        | http::StatusCode::BAD_GATEWAY
-        | http::StatusCode::SERVICE_UNAVAILABLE
-        | http::StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
-        http::StatusCode::OK => Code::Internal,
-        _ => Code::Unknown,
-    };
-    let detail = match http {
-        http::StatusCode::OK => "the answer ended without a grpc-status".to_owned(),
-        other => format!("HTTP status {other} from the broker, without a grpc-status"),
-    };
-    Err(Status::new(code, detail))
-}
-
 /// The one message of a successful answer.
 fn decode<R: Message + Default>(mut data: Bytes) -> Result<R, Status> {
     if data.len() < PREFIX {
@@ -197,6 +162,7 @@ fn decode<R: Message + Default>(mut data: Bytes) -> Result<R, Status> {
 mod tests {
     use super::*;
     use crate::proto::InitSchemaResponse;
+    use tonic::Code;
 
     fn framed(message: &impl Message) -> Bytes {
         codec::frame(message)
@@ -255,39 +221,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(empty.code(), Code::Internal);
         assert!(empty.message().contains("no message"), "{empty}");
-    }
-
-    #[test]
-    fn the_status_comes_from_trailers_or_else_the_http_status() {
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("5"));
-        trailers.insert("grpc-message", HeaderValue::from_static("no%20such%20key"));
-        let status = settled(Some(&trailers), http::StatusCode::OK).unwrap_err();
-        assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(status.message(), "no such key");
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        assert!(settled(Some(&trailers), http::StatusCode::OK).is_ok());
-        assert_eq!(
-            settled(None, http::StatusCode::OK).unwrap_err().code(),
-            Code::Internal
-        );
-        assert_eq!(
-            settled(None, http::StatusCode::SERVICE_UNAVAILABLE)
-                .unwrap_err()
-                .code(),
-            Code::Unavailable
-        );
-        assert_eq!(
-            settled(None, http::StatusCode::NOT_FOUND)
-                .unwrap_err()
-                .code(),
-            Code::Unimplemented
-        );
-        assert_eq!(
-            settled(None, http::StatusCode::IM_A_TEAPOT)
-                .unwrap_err()
-                .code(),
-            Code::Unknown
-        );
     }
 }

@@ -57,6 +57,59 @@ impl ObjectStoreService {
         };
         Ok(self.store.get(&request.bucket, &request.key, range).await?)
     }
+
+    /// PutObject, whatever decodes its messages: tonic's stub or
+    /// [`Messages`](crate::codec::Messages) (`grpc/services.rs`).
+    pub async fn upload<S>(
+        &self,
+        request: Request<S>,
+    ) -> Result<Response<proto::PutObjectResponse>, Status>
+    where
+        S: Stream<Item = Result<proto::PutObjectRequest, Status>> + Send + Unpin + 'static,
+    {
+        use proto::put_object_request::Part;
+        let caller = auth::caller(&request)?.clone();
+        let facts = request.extensions().get::<audit::CallFacts>().cloned();
+        let mut messages = request.into_inner();
+        let header = match messages.next().await.transpose()? {
+            Some(proto::PutObjectRequest {
+                part: Some(Part::Header(header)),
+            }) => header,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first PutObject message must be a header",
+                ));
+            }
+        };
+        if let Some(facts) = facts {
+            facts.set_target(audit::object_target(&header.bucket, &header.key));
+        }
+        caller.check_object(
+            other_bucket(self.store.default_bucket(), &header.bucket),
+            &header.key,
+        )?;
+        let body = messages.map(|message| match message {
+            Ok(proto::PutObjectRequest {
+                part: Some(Part::Chunk(chunk)),
+            }) => Ok(chunk),
+            Ok(_) => Err(ObjectStoreError::InvalidArgument(
+                "only the first PutObject message may be a header; the rest must be chunks".into(),
+            )),
+            // A message over the size limit: the client's to fix.
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                Err(ObjectStoreError::OutOfRange(status.message().to_owned()))
+            }
+            Err(status) => Err(ObjectStoreError::Cancelled(status.message().to_owned())),
+        });
+        let object = NewObject {
+            bucket: header.bucket,
+            key: header.key,
+            content_type: header.content_type,
+            metadata: header.metadata,
+        };
+        let result = self.store.put(object, body).await?;
+        Ok(Response::new(convert::put_result(result)))
+    }
 }
 
 type GetObjectStream = Pin<Box<dyn Stream<Item = Result<proto::GetObjectResponse, Status>> + Send>>;
@@ -123,44 +176,7 @@ impl ObjectStore for ObjectStoreService {
         &self,
         request: Request<Streaming<proto::PutObjectRequest>>,
     ) -> Result<Response<proto::PutObjectResponse>, Status> {
-        use proto::put_object_request::Part;
-        let caller = auth::caller(&request)?.clone();
-        let facts = request.extensions().get::<audit::CallFacts>().cloned();
-        let mut messages = request.into_inner();
-        let header = match messages.message().await? {
-            Some(proto::PutObjectRequest {
-                part: Some(Part::Header(header)),
-            }) => header,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first PutObject message must be a header",
-                ));
-            }
-        };
-        if let Some(facts) = facts {
-            facts.set_target(audit::object_target(&header.bucket, &header.key));
-        }
-        caller.check_object(
-            other_bucket(self.store.default_bucket(), &header.bucket),
-            &header.key,
-        )?;
-        let body = messages.map(|message| match message {
-            Ok(proto::PutObjectRequest {
-                part: Some(Part::Chunk(chunk)),
-            }) => Ok(chunk),
-            Ok(_) => Err(ObjectStoreError::InvalidArgument(
-                "only the first PutObject message may be a header; the rest must be chunks".into(),
-            )),
-            Err(status) => Err(ObjectStoreError::Cancelled(status.message().to_owned())),
-        });
-        let object = NewObject {
-            bucket: header.bucket,
-            key: header.key,
-            content_type: header.content_type,
-            metadata: header.metadata,
-        };
-        let result = self.store.put(object, body).await?;
-        Ok(Response::new(convert::put_result(result)))
+        self.upload(request).await
     }
 
     async fn delete_object(

@@ -3,9 +3,9 @@
 //! without a router: axum's routing cost a path match, a clone of the route
 //! and two boxed futures per call, twice (the router around the call steps
 //! and the one inside them), about a tenth of the broker's CPU for a
-//! `select 1` (README, "Performance"). Unary methods are served by
-//! [`unary`](super::unary), GetObject's answer by
-//! [`download`](super::download), PutObject by tonic's stub.
+//! `select 1` (README, "Performance"). Unary methods and PutObject are
+//! served by [`unary`](super::unary), GetObject's answer by
+//! [`download`](super::download); tonic's stubs answer unknown methods.
 
 use std::{
     convert::Infallible,
@@ -38,9 +38,9 @@ use crate::{
 /// Query's answers are bounded by the broker's row and byte caps instead.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 1024;
 
-/// `broker.v1.ObjectStore` and `broker.v1.Database`: the unary methods by
-/// [`unary`], GetObject's answer by [`download`], PutObject (and unknown
-/// methods) by tonic's stubs, over the same handlers.
+/// `broker.v1.ObjectStore` and `broker.v1.Database`: the unary methods and
+/// PutObject by [`unary`], GetObject's answer by [`download`], unknown
+/// methods by tonic's stubs, over the same handlers.
 #[derive(Clone)]
 pub struct BrokerServices {
     object_store: Arc<ObjectStoreService>,
@@ -181,6 +181,16 @@ impl Service<Request> for BrokerServices {
                 |s, r| Box::pin(s.open_object(r).map_ok(tonic::Response::new)),
                 download::response,
             ),
+            Some(Which::ObjectStore("PutObject")) => {
+                let store = Arc::clone(store);
+                Box::pin(async move {
+                    let answer = match unary::streaming_request(request, MAX_MESSAGE_BYTES) {
+                        Ok(request) => store.upload(request).await,
+                        Err(status) => Err(status),
+                    };
+                    Ok(unary::response(answer, MAX_MESSAGE_BYTES))
+                })
+            }
             Some(Which::ObjectStore(_)) => {
                 return Either::Right(
                     self.object_store_stub

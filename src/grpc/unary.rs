@@ -5,8 +5,8 @@
 //! is what tonic's server sends, error wording included. Under tonic, a
 //! unary call ran a streaming decoder, a streaming encoder and a boxed body
 //! that yields its frames through both (README, "Performance"). GetObject's
-//! answer is [`download`](super::download)'s; PutObject stays on tonic's
-//! stub.
+//! answer is [`download`](super::download)'s, and PutObject's request
+//! messages are decoded as they arrive ([`streaming_request`]).
 
 use std::{
     convert::Infallible,
@@ -23,7 +23,7 @@ use prost::Message;
 use tonic::{Status, metadata::MetadataMap};
 
 use crate::{
-    codec::{self, GRPC_CONTENT_TYPE, PREFIX_BYTES},
+    codec::{self, GRPC_CONTENT_TYPE, Messages, PREFIX_BYTES, message_length},
     object_store::Gather,
 };
 
@@ -46,6 +46,27 @@ pub async fn request<M: Message + Default>(
     request: Request,
     limit: usize,
 ) -> Result<tonic::Request<M>, Status> {
+    let (metadata, extensions, body) = request_parts(request)?;
+    let message = read_message(body, limit).await?;
+    let message = M::decode(message).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(tonic::Request::from_parts(metadata, extensions, message))
+}
+
+/// A client stream's messages (PutObject's), decoded as they arrive, each
+/// at most `limit` long, with the request's metadata, as tonic's stubs
+/// hand them to a handler.
+pub fn streaming_request<M: Message + Default>(
+    request: Request,
+    limit: usize,
+) -> Result<tonic::Request<Messages<M>>, Status> {
+    let (metadata, extensions, body) = request_parts(request)?;
+    let messages = Messages::request(tonic::body::Body::new(body), limit);
+    Ok(tonic::Request::from_parts(metadata, extensions, messages))
+}
+
+/// A request's metadata, extensions and body; an error when its messages
+/// are compressed (the broker accepts none).
+fn request_parts(request: Request) -> Result<(MetadataMap, http::Extensions, Body), Status> {
     if let Some(encoding) = request.headers().get(&GRPC_ENCODING)
         && encoding != "identity"
     {
@@ -59,12 +80,10 @@ pub async fn request<M: Message + Default>(
         return Err(status);
     }
     let (parts, body) = request.into_parts();
-    let message = read_message(body, limit).await?;
-    let message = M::decode(message).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(tonic::Request::from_parts(
+    Ok((
         MetadataMap::from_headers(parts.headers),
         parts.extensions,
-        message,
+        body,
     ))
 }
 
@@ -136,30 +155,6 @@ fn unexpected_eof() -> Status {
 
 fn more_than_one() -> Status {
     Status::internal("protocol error: a unary call sent more than one message")
-}
-
-/// The message length a frame's prefix announces, checked as tonic does.
-fn message_length(prefix: &[u8], limit: usize) -> Result<usize, Status> {
-    match prefix[0] {
-        0 => {}
-        1 => {
-            return Err(Status::internal(
-                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
-            ));
-        }
-        flag => {
-            return Err(Status::internal(format!(
-                "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1), while sending request"
-            )));
-        }
-    }
-    let length = u32::from_be_bytes(prefix[1..PREFIX_BYTES].try_into().expect("4 bytes")) as usize;
-    if length > limit {
-        return Err(Status::out_of_range(format!(
-            "Error, decoded message length too large: found {length} bytes, the limit is: {limit} bytes"
-        )));
-    }
-    Ok(length)
 }
 
 /// A handler's answer as the HTTP response tonic's stubs would send: the

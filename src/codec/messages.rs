@@ -1,17 +1,18 @@
-//! A server-streaming answer (GetObject's) read message by message on the
-//! transport, without tonic's decoder. tonic's `Streaming` copies every
-//! DATA frame into a buffer of its own and decodes from there, so each
-//! 1 MiB chunk was copied once more on the client. Here the frames are
-//! kept as they arrive ([`Gather`]) and each message is decoded from them
-//! in place: a `bytes` field that lies within one frame is handed on
-//! uncopied, and the broker sends each large chunk as a frame of its own
-//! after its framing (`grpc/download.rs`).
+//! A stream of gRPC messages read off a body as it arrives, without
+//! tonic's decoder: GetObject's answer in the client library, PutObject's
+//! request in the broker. tonic's `Streaming` copies every DATA frame into
+//! a buffer of its own and decodes from there, so each 1 MiB chunk was
+//! copied once more. Here the frames are kept as they arrive ([`Gather`])
+//! and each message is decoded from them in place: a `bytes` field that
+//! lies within one frame is handed on uncopied, and each end sends a large
+//! chunk as a frame of its own after its framing
+//! ([`chunk_frames`](super::chunk_frames)).
 //!
-//! What is checked is what tonic checks: a status in the answer's headers
-//! (trailers-only) or an HTTP error ends the call at once; each message is
-//! uncompressed and within the size the client accepts; the body may not
-//! end part way through a message; and the call's status comes from the
-//! trailers, else from the HTTP status.
+//! What is checked is what tonic checks: each message's prefix (uncompressed,
+//! within the size accepted: [`message_length`]), a body that does not end
+//! part way through a message, and, for an answer, a status in its headers
+//! (trailers-only) or an HTTP error at once and otherwise the status in the
+//! trailers, else from the HTTP status ([`settled`]).
 
 use std::{
     marker::PhantomData,
@@ -26,21 +27,21 @@ use http_body::Body as _;
 use prost::Message;
 use tonic::{Status, body::Body};
 
-use super::unary::settled;
-use crate::{
-    codec::{GRPC_STATUS, PREFIX_BYTES},
-    object_store::Gather,
-};
+use super::{GRPC_STATUS, PREFIX_BYTES, message_length, settled};
+use crate::object_store::Gather;
 
-/// The messages of one answer, as they arrive.
+/// The messages of one body, as they arrive.
 pub struct Messages<M> {
     body: Body,
     received: Gather,
     /// The length of the message whose prefix has been read.
     next: Option<usize>,
-    http: http::StatusCode,
+    /// The longest message accepted.
+    limit: usize,
+    /// An answer's HTTP status, whose end carries the call's status; none
+    /// for a request, which just ends.
+    answer: Option<http::StatusCode>,
     trailers: Option<HeaderMap>,
-    max_bytes: usize,
     /// The body has ended (its trailers, if any, are in `trailers`).
     ended: bool,
     /// The last item (the end, or an error) has been given.
@@ -49,9 +50,9 @@ pub struct Messages<M> {
 }
 
 impl<M: Message + Default> Messages<M> {
-    /// The answer's messages, each at most `max_bytes` long. Fails when the
+    /// An answer's messages, each at most `limit` long. Fails when the
     /// answer carries an error status in its headers or is an HTTP error.
-    pub fn open(answer: http::Response<Body>, max_bytes: usize) -> Result<Self, Status> {
+    pub fn answer(answer: http::Response<Body>, limit: usize) -> Result<Self, Status> {
         let (parts, body) = answer.into_parts();
         // Headers only ("Trailers-Only"): the call's status, no messages.
         let trailers_only = parts.headers.contains_key(&GRPC_STATUS);
@@ -59,51 +60,55 @@ impl<M: Message + Default> Messages<M> {
             settled(Some(&parts.headers), parts.status)?;
         }
         Ok(Self {
+            answer: Some(parts.status),
+            trailers: trailers_only.then_some(parts.headers),
+            ended: trailers_only,
+            ..Self::request(body, limit)
+        })
+    }
+
+    /// A request's messages, each at most `limit` long.
+    pub fn request(body: Body, limit: usize) -> Self {
+        Self {
             body,
             received: Gather::default(),
             next: None,
-            http: parts.status,
-            trailers: trailers_only.then_some(parts.headers),
-            max_bytes,
-            ended: trailers_only,
+            limit,
+            answer: None,
+            trailers: None,
+            ended: false,
             done: false,
             _message: PhantomData,
-        })
+        }
     }
 
     /// The next whole message among the bytes received, if there is one.
     fn decoded(&mut self) -> Option<Result<M, Status>> {
         if self.next.is_none() && self.received.len() >= PREFIX_BYTES {
-            let compressed = self.received.get_u8();
-            let length = self.received.get_u32() as usize;
-            if compressed != 0 {
-                return Some(Err(Status::internal(
-                    "a message from the broker is compressed, which the client did not ask for",
-                )));
+            let mut prefix = [0; PREFIX_BYTES];
+            self.received.copy_to_slice(&mut prefix);
+            match message_length(&prefix, self.limit) {
+                Ok(length) => self.next = Some(length),
+                Err(status) => return Some(Err(status)),
             }
-            if length > self.max_bytes {
-                return Some(Err(Status::resource_exhausted(format!(
-                    "a message from the broker is {length} bytes, more than the client accepts ({} bytes)",
-                    self.max_bytes
-                ))));
-            }
-            self.next = Some(length);
         }
         let length = self.next.filter(|&length| self.received.len() >= length)?;
         self.next = None;
         Some(
             M::decode((&mut self.received).take(length))
-                .map_err(|e| Status::internal(format!("decoding the broker's answer: {e}"))),
+                .map_err(|e| Status::internal(format!("decoding a streamed message: {e}"))),
         )
     }
 
-    /// How the call ended, once the body has: the status it carries, or
-    /// an error when the body stopped part way through a message.
+    /// How the stream ended, once the body has: an error when it stopped
+    /// part way through a message, and for an answer the status it carries.
     fn outcome(&self) -> Result<(), Status> {
-        settled(self.trailers.as_ref(), self.http)?;
+        if let Some(http) = self.answer {
+            settled(self.trailers.as_ref(), http)?;
+        }
         if self.next.is_some() || !self.received.is_empty() {
             return Err(Status::internal(
-                "the broker's answer ended part way through a message",
+                "the stream ended part way through a message",
             ));
         }
         Ok(())
@@ -197,7 +202,7 @@ mod tests {
         answer: http::Response<Body>,
         max_bytes: usize,
     ) -> Result<Vec<Result<GetObjectResponse, Status>>, Status> {
-        Ok(Messages::open(answer, max_bytes)?.collect().await)
+        Ok(Messages::answer(answer, max_bytes)?.collect().await)
     }
 
     /// `message` framed, cut after the chunk field's header the way the
@@ -282,10 +287,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(too_long.len(), 1, "nothing after the error");
-        assert_eq!(
-            too_long[0].as_ref().unwrap_err().code(),
-            Code::ResourceExhausted
-        );
+        assert_eq!(too_long[0].as_ref().unwrap_err().code(), Code::OutOfRange);
 
         let mut compressed = framed.to_vec();
         compressed[0] = 1;
