@@ -6,7 +6,7 @@
 //! the message (a 1 MiB chunk, a large result set).
 //!
 //! Also what both ends use for the calls they make without tonic's codec
-//! (`client/unary.rs`, `grpc/unary.rs`, `grpc/download.rs`): gRPC's framing
+//! (`client/calls.rs`, `grpc/unary.rs`, `grpc/download.rs`): gRPC's framing
 //! of one message and of an object chunk, the check of a message's prefix,
 //! the status an answer ends with, and streams of messages decoded in
 //! place as they arrive ([`Messages`]).

@@ -19,13 +19,13 @@
 //! # Ok(()) }
 //! ```
 
+mod calls;
 mod connection;
 mod error;
 mod objects;
 mod options;
 mod rows;
 mod transport;
-mod unary;
 mod values;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -52,8 +52,8 @@ use crate::{
         InitSchemaRequest, ListObjectsRequest, PutObjectHeader, QueryRequest, TransactionRequest,
     },
 };
+use calls::paths;
 use transport::{Balancer, Transport};
-use unary::paths;
 
 /// Largest response the client accepts (a Query's rows): the broker's own
 /// row limit is the real bound.
@@ -104,7 +104,7 @@ impl BearerToken {
 /// clone; clones share connections.
 #[derive(Clone)]
 pub struct BrokerClient {
-    /// Every call goes straight to the transport ([`unary`], [`Messages`]).
+    /// Every call goes straight to the transport ([`calls`], [`Messages`]).
     transport: Transport,
     token: BearerToken,
     mode: Arc<Mode>,
@@ -227,7 +227,7 @@ impl BrokerClient {
         request
     }
 
-    /// `path` with `request`, straight on the transport ([`unary`]).
+    /// `path` with `request`, straight on the transport ([`calls`]).
     async fn call<M, R>(
         self,
         path: &'static str,
@@ -238,7 +238,7 @@ impl BrokerClient {
         R: prost::Message + Default,
     {
         self.token.apply(request.metadata_mut());
-        unary::call(self.transport, path, request, MAX_RESPONSE_BYTES)
+        calls::call(self.transport, path, request, MAX_RESPONSE_BYTES)
             .await
             .map(tonic::Response::new)
     }
@@ -255,14 +255,15 @@ impl BrokerClient {
         R: prost::Message + Default,
     {
         self.token.apply(request.metadata_mut());
-        let answer = unary::send(self.transport, path, request).await?;
+        let answer = calls::send(self.transport, path, request).await?;
         Messages::answer(answer, MAX_RESPONSE_BYTES).map(tonic::Response::new)
     }
 
-    /// Runs a unary call, trying the next broker address when one cannot be
-    /// reached: always for `idempotent` calls, and for writes only when the
-    /// connection was refused (so the broker never saw the request).
-    async fn unary<M, R, F, Fut>(&self, idempotent: bool, message: M, call: F) -> Result<R>
+    /// Runs a call up to its answer, trying the next broker address when
+    /// one cannot be reached: always for `idempotent` calls, and for writes
+    /// only when the connection was refused (so the broker never saw the
+    /// request).
+    async fn retried<M, R, F, Fut>(&self, idempotent: bool, message: M, call: F) -> Result<R>
     where
         M: Clone,
         F: Fn(Self, Request<M>) -> Fut,
@@ -311,7 +312,7 @@ impl BrokerClient {
                 continuation_token,
             };
             let page: proto::ListObjectsResponse = self
-                .unary(true, request, |c, r| c.call(paths::LIST_OBJECTS, r))
+                .retried(true, request, |c, r| c.call(paths::LIST_OBJECTS, r))
                 .await?;
             objects.extend(page.objects);
             if page.next_continuation_token.is_empty() || limit.is_some_and(|l| objects.len() >= l)
@@ -329,7 +330,7 @@ impl BrokerClient {
             bucket: self.bucket.clone(),
             key: key.to_owned(),
         };
-        self.unary(true, request, |c, r| c.call(paths::HEAD_OBJECT, r))
+        self.retried(true, request, |c, r| c.call(paths::HEAD_OBJECT, r))
             .await
     }
 
@@ -366,7 +367,7 @@ impl BrokerClient {
         let timeout = self.stream_timeout;
         let body = self
             .with_optional_timeout(timeout)
-            .unary(true, message, |c, r| c.open_stream(paths::GET_OBJECT, r))
+            .retried(true, message, |c, r| c.open_stream(paths::GET_OBJECT, r))
             .await?;
         ObjectReader::open(body).await
     }
@@ -408,7 +409,7 @@ impl BrokerClient {
         let body = objects::put_body(header, body, failure, progress);
         let mut request = self.request(body, self.stream_timeout);
         self.token.apply(request.metadata_mut());
-        let call = unary::call_with_body(
+        let call = calls::call_with_body(
             self.transport.clone(),
             paths::PUT_OBJECT,
             request,
@@ -465,7 +466,7 @@ impl BrokerClient {
             bucket: self.bucket.clone(),
             key: key.to_owned(),
         };
-        self.unary(true, request, |c, r| {
+        self.retried(true, request, |c, r| {
             c.call::<_, proto::DeleteObjectResponse>(paths::DELETE_OBJECT, r)
         })
         .await?;
@@ -488,7 +489,7 @@ impl BrokerClient {
             max_rows,
         };
         let answer: rows::QueryAnswer = self
-            .unary(true, request, |c, r| c.call(paths::QUERY, r))
+            .retried(true, request, |c, r| c.call(paths::QUERY, r))
             .await?;
         Ok(Rows::from(answer))
     }
@@ -500,7 +501,7 @@ impl BrokerClient {
             params: params.to_vec(),
         };
         let response: proto::ExecuteResponse = self
-            .unary(false, request, |c, r| c.call(paths::EXECUTE, r))
+            .retried(false, request, |c, r| c.call(paths::EXECUTE, r))
             .await?;
         Ok(Executed::from(response))
     }
@@ -517,7 +518,7 @@ impl BrokerClient {
                 .collect(),
         };
         let response: proto::TransactionResponse = self
-            .unary(false, request, |c, r| c.call(paths::TRANSACTION, r))
+            .retried(false, request, |c, r| c.call(paths::TRANSACTION, r))
             .await?;
         Ok(response.results.into_iter().map(Executed::from).collect())
     }
@@ -526,7 +527,7 @@ impl BrokerClient {
     /// the tables.
     pub async fn init_schema(&self) -> Result<Vec<String>> {
         let response: proto::InitSchemaResponse = self
-            .unary(true, InitSchemaRequest {}, |c, r| {
+            .retried(true, InitSchemaRequest {}, |c, r| {
                 c.call(paths::INIT_SCHEMA, r)
             })
             .await?;

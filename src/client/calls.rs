@@ -1,14 +1,15 @@
-//! Unary calls made on the transport directly: the request message is
-//! encoded into one buffer and sent as one HTTP/2 request; the answer's one
-//! message is read whole, then decoded. tonic's client does the same through an
-//! interceptor, a codec, a streaming encoder and a streaming decoder, and
-//! that cost the client library about as many instructions per call as the
-//! HTTP/2 work itself (README, "Performance"). What goes on the wire is the
-//! same: the headers tonic sends, and the answer is read as tonic reads it
-//! (a status in the headers or the trailers, else one inferred from the
-//! HTTP status, as gRPC's HTTP mapping says). The streaming calls are
-//! made the same way: PutObject's request messages are framed by
-//! `objects.rs`, and GetObject's answer is read by `codec::Messages`.
+//! The client's calls, made on the transport directly. A unary call's
+//! request message is encoded into one buffer and sent as one HTTP/2
+//! request; the answer's one message is read whole, then decoded. PutObject
+//! sends its body as the frames `objects.rs` makes, and GetObject's answer
+//! is read message by message by [`Messages`](crate::codec::Messages).
+//! tonic's client does the same through an interceptor, a codec, a
+//! streaming encoder and a streaming decoder, and that cost the client
+//! library about as many instructions per call as the HTTP/2 work itself,
+//! plus a copy of every chunk (README, "Performance"). What goes on the
+//! wire is the same: the headers tonic sends, and the answer is read as
+//! tonic reads it (a status in the headers or the trailers, else one
+//! inferred from the HTTP status, as gRPC's HTTP mapping says).
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderValue, Method, Uri, header, uri::PathAndQuery};
