@@ -409,42 +409,41 @@ async fn malformed_upload_streams_are_rejected_and_leave_nothing() {
         .await;
     assert_eq!(head.unwrap_err().code(), Code::NotFound);
 
-    // A second header after multipart parts went up: the upload is aborted.
-    let mut messages = vec![header("twice-big.bin", "")];
-    messages.extend(binary_body(6 * 1024 * 1024).chunks(1024 * 1024).map(chunk));
-    messages.push(header("twice-big.bin", ""));
-    let err = client
-        .put_object(futures::stream::iter(messages))
-        .await
-        .unwrap_err();
+    // After multipart parts went up, a second header or a chunk larger
+    // than a message may be: the upload is aborted.
+    let err = rejected_after_parts(&broker, &mut client, header("twice-big.bin", "")).await;
     assert_eq!(err.code(), Code::InvalidArgument);
-    wait_until_no_pending_uploads(&broker).await;
-    let head = client
-        .head_object(HeadObjectRequest {
-            bucket: String::new(),
-            key: "twice-big.bin".into(),
-        })
-        .await;
-    assert_eq!(head.unwrap_err().code(), Code::NotFound);
-
-    // A chunk larger than a message may be, after parts went up.
-    let mut messages = vec![header("too-big.bin", "")];
-    messages.extend(binary_body(6 * 1024 * 1024).chunks(1024 * 1024).map(chunk));
-    messages.push(chunk(&binary_body(5 * 1024 * 1024)));
-    let err = client
-        .put_object(futures::stream::iter(messages))
-        .await
-        .unwrap_err();
+    let err =
+        rejected_after_parts(&broker, &mut client, chunk(&binary_body(5 * 1024 * 1024))).await;
     assert_eq!(err.code(), Code::OutOfRange, "{err}");
     assert!(err.message().contains("too large"), "{err}");
-    wait_until_no_pending_uploads(&broker).await;
+}
+
+/// Uploads a header and 6 MiB of chunks (a multipart upload under way),
+/// then `last`; returns the error, once the upload left no object and no
+/// parts behind.
+async fn rejected_after_parts(
+    broker: &TestBroker,
+    client: &mut Client,
+    last: PutObjectRequest,
+) -> tonic::Status {
+    let key = "rejected-after-parts.bin";
+    let mut messages = vec![header(key, "")];
+    messages.extend(binary_body(6 * 1024 * 1024).chunks(1024 * 1024).map(chunk));
+    messages.push(last);
+    let err = client
+        .put_object(futures::stream::iter(messages))
+        .await
+        .unwrap_err();
+    wait_until_no_pending_uploads(broker).await;
     let head = client
         .head_object(HeadObjectRequest {
             bucket: String::new(),
-            key: "too-big.bin".into(),
+            key: key.into(),
         })
         .await;
-    assert_eq!(head.unwrap_err().code(), Code::NotFound);
+    assert_eq!(head.unwrap_err().code(), Code::NotFound, "after {err}");
+    err
 }
 
 #[tokio::test]

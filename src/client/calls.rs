@@ -46,13 +46,11 @@ where
     M: Message,
     R: Message + Default,
 {
-    let answer = send(transport, path, request).await?;
-    read(answer, max_bytes).await
+    call_with_body(transport, path, framed(request), max_bytes).await
 }
 
-/// Sends `request`, whose body is already gRPC's framed messages (a
-/// client stream: PutObject's), to `path`, and returns the answer's one
-/// message, at most `max_bytes` long.
+/// [`call`] for a request whose body is already gRPC's framed messages (a
+/// client stream: PutObject's).
 pub async fn call_with_body<R>(
     transport: Transport,
     path: &'static str,
@@ -62,8 +60,7 @@ pub async fn call_with_body<R>(
 where
     R: Message + Default,
 {
-    let (metadata, _, body) = request.into_parts();
-    let answer = send_body(transport, path, metadata, body).await?;
+    let answer = send_body(transport, path, request).await?;
     read(answer, max_bytes).await
 }
 
@@ -74,20 +71,23 @@ pub async fn send<M: Message>(
     path: &'static str,
     request: tonic::Request<M>,
 ) -> Result<http::Response<Body>, Status> {
-    // The client's requests carry no extensions, only metadata.
-    let (metadata, _, message) = request.into_parts();
-    let body = Body::new(http_body_util::Full::new(codec::frame(&message)));
-    send_body(transport, path, metadata, body).await
+    send_body(transport, path, framed(request)).await
 }
 
-/// Sends `body` to `path` with `metadata` as headers (the token,
-/// `grpc-timeout`) and gRPC's own.
+/// `request` with its message framed as the body.
+fn framed<M: Message>(request: tonic::Request<M>) -> tonic::Request<Body> {
+    request.map(|message| Body::new(http_body_util::Full::new(codec::frame(&message))))
+}
+
+/// Sends `request`'s body to `path` with its metadata as headers (the
+/// token, `grpc-timeout`) and gRPC's own.
 async fn send_body(
     transport: Transport,
     path: &'static str,
-    metadata: tonic::metadata::MetadataMap,
-    body: Body,
+    request: tonic::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
+    // The client's requests carry no extensions, only metadata.
+    let (metadata, _, body) = request.into_parts();
     let mut http = http::Request::new(body);
     *http.method_mut() = Method::POST;
     *http.uri_mut() = Uri::from(PathAndQuery::from_static(path));
