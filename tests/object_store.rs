@@ -446,6 +446,57 @@ async fn rejected_after_parts(
     err
 }
 
+/// An upload whose body ends part way through a message (a client that
+/// breaks gRPC's framing; tonic's clients cannot send one) is aborted: the
+/// broker reads it with its own decoder, not tonic's.
+#[tokio::test]
+async fn an_upload_ending_part_way_through_a_message_leaves_nothing() {
+    let broker = TestBroker::start().await;
+    let tcp = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut sender = sender.ready().await.unwrap();
+    let request = http::Request::post(format!(
+        "http://{}/broker.v1.ObjectStore/PutObject",
+        broker.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (answer, mut body) = sender.send_request(request, false).unwrap();
+    let framed = |message: PutObjectRequest| resource_broker::codec::frame(&message);
+    let key = "cut-in-a-message.bin";
+    let mut sent = framed(header(key, "")).to_vec();
+    // 6 MiB: a multipart upload under way.
+    for piece in binary_body(6 * 1024 * 1024).chunks(1024 * 1024) {
+        sent.extend(framed(chunk(piece)));
+    }
+    let last = framed(chunk(&binary_body(1000)));
+    sent.extend_from_slice(&last[..last.len() / 2]);
+    body.send_data(Bytes::from(sent), true).unwrap();
+
+    let answer = answer.await.unwrap();
+    let headers = answer.headers().clone();
+    let mut answer = answer.into_body();
+    while answer.data().await.is_some() {}
+    let trailers = answer.trailers().await.unwrap().unwrap_or(headers);
+    assert_eq!(trailers["grpc-status"], "1", "CANCELLED: {trailers:?}");
+    let message = trailers["grpc-message"].to_str().unwrap();
+    assert!(message.contains("part%20way"), "{message}");
+
+    wait_until_no_pending_uploads(&broker).await;
+    let head = broker
+        .object_store()
+        .await
+        .head_object(HeadObjectRequest {
+            bucket: String::new(),
+            key: key.into(),
+        })
+        .await;
+    assert_eq!(head.unwrap_err().code(), Code::NotFound);
+}
+
 #[tokio::test]
 async fn cancelled_upload_leaves_no_object_and_no_parts() {
     let broker = TestBroker::start().await;
