@@ -4,8 +4,9 @@
 //! `BROKER_URL` (or the seed's `MCP_SERVER_URL`) set it talks gRPC to the
 //! broker; with neither set it serves the very same API in-process from the
 //! agent's own `POSTGRES_*` / `S3_*` settings (direct mode, the rollback
-//! path). Both modes run the same broker.v1 service code through the same
-//! generated stubs, so results and errors are identical.
+//! path). Both modes run the same broker.v1 service code, and the client
+//! makes its calls the same way in both (`calls.rs`), so results and
+//! errors are identical.
 //!
 //! ```no_run
 //! # async fn demo() -> resource_broker::client::Result<()> {

@@ -1,7 +1,7 @@
-//! The channel under the generated stubs: either the broker over the network,
+//! The channel under the client's calls: either the broker over the network,
 //! spread across every address its URLs resolve to, or the broker.v1 services
 //! in this process (direct mode). Both are the same tower service, so the
-//! stubs, deadlines, token and errors are identical in the two modes.
+//! calls, deadlines, token and errors are identical in the two modes.
 //!
 //! Balancing is round robin over the resolved addresses. An address whose
 //! connection fails is set aside for a short while, and names are resolved
