@@ -206,7 +206,7 @@ impl Pipeline {
 
     /// Runs one read-only statement, at most `limit` rows.
     pub async fn query(&self, statement: Arc<Statement>, limit: u32) -> Result<Rows> {
-        let deadline = deadline::remaining().map(|left| Instant::now() + left);
+        let deadline = deadline::at();
         let mut reason = None;
         for _ in 0..ATTEMPTS {
             match self.submit(statement.clone(), limit, deadline).await {

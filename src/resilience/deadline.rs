@@ -24,6 +24,11 @@ tokio::task_local! {
     static DEADLINE: Instant;
 }
 
+/// The current call's deadline, if it has one (no clock read).
+pub fn at() -> Option<Instant> {
+    DEADLINE.try_with(|deadline| *deadline).ok()
+}
+
 /// Time left before the current call's deadline, if it has one.
 pub fn remaining() -> Option<Duration> {
     DEADLINE
@@ -222,6 +227,20 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout("m"), None);
         assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_calls_deadline_is_read_within_its_scope_only() {
+        assert_eq!((at(), remaining()), (None, None));
+        let start = Instant::now();
+        scope(Duration::from_secs(5), async {
+            assert_eq!(at(), Some(start + Duration::from_secs(5)));
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert_eq!(at(), Some(start + Duration::from_secs(5)), "fixed");
+            assert_eq!(remaining(), Some(Duration::from_secs(3)));
+        })
+        .await;
+        assert_eq!(at(), None);
     }
 
     fn deadlines() -> Deadlines {
