@@ -8,7 +8,6 @@ use std::{
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-
 use http_body::Frame;
 
 use super::error::{ClientError, Result};
