@@ -97,6 +97,29 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
         peak("broker_put_peak_rss_mib").max(peak("broker_get_peak_rss_mib")),
         "the peak is the larger phase's"
     );
+    // The issue's targets close the report, each judged or said to be
+    // unmeasured: without PgBouncer, the comparison with it.
+    assert!(
+        stdout.contains("targets of the performance issue, judged on this run"),
+        "{stdout}"
+    );
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 8, "{targets:?}");
+    assert_eq!(targets[0]["verdict"], "not_measured", "{targets:?}");
+    assert_eq!(targets[0]["figures"], "no PgBouncer in this run");
+    for target in &targets[1..] {
+        assert!(
+            target["verdict"] == "met" || target["verdict"] == "not_met",
+            "{target}"
+        );
+    }
+    assert!(
+        targets[3]["figures"]
+            .as_str()
+            .unwrap()
+            .contains("moving 2 MiB"),
+        "{targets:?}"
+    );
 }
 
 /// `scripts/count-instructions.sh` runs the broker under callgrind and

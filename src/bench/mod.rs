@@ -9,6 +9,7 @@
 mod pacer;
 mod paths;
 mod report;
+mod targets;
 mod workload;
 
 use std::{
@@ -277,14 +278,14 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
             if concurrency == most {
                 saturated = broker.ops_per_s;
             }
-            report.add(workload.name(), concurrency, direct, broker, bouncer);
+            report.add(*workload, concurrency, direct, broker, bouncer);
         }
         if args.paced_load > 0.0 && saturated > 0.0 {
             let calls_per_s = args.paced_load * saturated;
             let (direct, broker, bouncer) = paths
                 .cells(workload, most, Load::Paced { calls_per_s }, args.duration)
                 .await?;
-            report.add_paced(workload.name(), most, calls_per_s, direct, broker, bouncer);
+            report.add_paced(*workload, most, calls_per_s, direct, broker, bouncer);
         }
     }
     let _ = broker.child.kill().await;
@@ -297,6 +298,7 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
             Some(workload::stream(&direct, &client, &broker, args.stream_mib).await?);
         let _ = broker.child.kill().await;
     }
+    report.judge();
     Ok(report)
 }
 

@@ -2,7 +2,11 @@
 
 use serde::Serialize;
 
-use super::{BenchArgs, BrokerProcess, workload::Streaming};
+use super::{
+    BenchArgs, BrokerProcess,
+    targets::{self, Target},
+    workload::{Streaming, Workload},
+};
 
 /// One (workload, path, concurrency) measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -25,7 +29,7 @@ pub struct Cell {
 /// One workload at one concurrency, every path.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    pub workload: &'static str,
+    pub workload: Workload,
     pub concurrency: usize,
     pub direct: Cell,
     pub broker: Cell,
@@ -41,7 +45,7 @@ pub struct Row {
 /// One workload on a fixed schedule (an open loop), every path.
 #[derive(Debug, Serialize)]
 pub struct PacedRow {
-    pub workload: &'static str,
+    pub workload: Workload,
     pub concurrency: usize,
     /// Calls per second offered on every path.
     pub offered_calls_per_s: f64,
@@ -87,6 +91,8 @@ pub struct Report {
     /// The same workloads at a fixed offered load (`--paced-load`).
     pub paced: Vec<PacedRow>,
     pub streaming: Option<Streaming>,
+    /// The performance issue's targets, judged on the figures above.
+    pub targets: Vec<Target>,
 }
 
 impl Report {
@@ -101,12 +107,13 @@ impl Report {
             rows: Vec::new(),
             paced: Vec::new(),
             streaming: None,
+            targets: Vec::new(),
         }
     }
 
     pub fn add(
         &mut self,
-        workload: &'static str,
+        workload: Workload,
         concurrency: usize,
         direct: Cell,
         broker: Cell,
@@ -128,7 +135,7 @@ impl Report {
 
     pub fn add_paced(
         &mut self,
-        workload: &'static str,
+        workload: Workload,
         concurrency: usize,
         offered_calls_per_s: f64,
         direct: Cell,
@@ -184,7 +191,7 @@ impl Report {
             let b = &row.broker;
             println!(
                 "{:<16} {:>4} {:>10.0} {:>10.0} {:>10} {:>7.2} {:>7} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.3} {:>17} {:>7.1} {:>6}",
-                row.workload,
+                row.workload.name(),
                 row.concurrency,
                 row.direct.ops_per_s,
                 b.ops_per_s,
@@ -222,6 +229,12 @@ impl Report {
                 s.broker_get_peak_rss_mib,
             );
         }
+        targets::print(&self.targets);
+    }
+
+    /// Judges the performance issue's targets on the figures so far.
+    pub fn judge(&mut self) {
+        self.targets = targets::judge_all(self);
     }
 
     fn print_paced(&self) {
@@ -248,7 +261,7 @@ impl Report {
             let b = &row.broker;
             println!(
                 "{:<16} {:>10.0} {:>10.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
-                row.workload,
+                row.workload.name(),
                 row.offered_calls_per_s,
                 b.ops_per_s,
                 us(row.direct.p50_us),

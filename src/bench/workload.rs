@@ -51,6 +51,13 @@ impl FromStr for Workload {
     }
 }
 
+/// In the report, a workload is its name.
+impl Serialize for Workload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 const SELECT1: &str = "SELECT 1";
 const POINT: &str = "SELECT id, status, file_size FROM documents WHERE s3_key = $1";
 const ROWS100: &str = "SELECT id, s3_key, status, upload_date FROM documents ORDER BY id LIMIT 100";
@@ -72,6 +79,11 @@ impl Workload {
 
     pub fn is_sql(self) -> bool {
         matches!(self, Self::Select1 | Self::PointLookup | Self::Rows100)
+    }
+
+    /// Objects of 1 MiB, which the streaming target covers.
+    pub fn is_large_object(self) -> bool {
+        matches!(self, Self::Get1m | Self::Put1m)
     }
 
     async fn once(self, path: &Path<'_>, worker: usize, n: usize) -> anyhow::Result<()> {
