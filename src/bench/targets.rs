@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::report::{Cell, Report};
+use super::report::{Cell, Report, Row};
 
 /// Broker throughput at least PgBouncer's, at this many clients or more.
 const MANY_CLIENTS: usize = 16;
@@ -130,6 +130,23 @@ pub fn judge_all(report: &Report) -> Vec<Target> {
     ]
 }
 
+/// A cell's figures count only if every call on every path succeeded.
+fn clean(row: &Row) -> bool {
+    failed(row) == 0
+}
+
+fn failed(row: &Row) -> usize {
+    row.direct.errors + row.broker.errors + row.pgbouncer.as_ref().map_or(0, |p| p.errors)
+}
+
+/// " (N errors)" after a figure whose cell had failed calls.
+fn errors(row: &Row) -> String {
+    match failed(row) {
+        0 => String::new(),
+        n => format!(" ({n} errors)"),
+    }
+}
+
 fn sql_against_pgbouncer(report: &Report) -> Target {
     let figures = report
         .rows
@@ -139,12 +156,13 @@ fn sql_against_pgbouncer(report: &Report) -> Target {
             let ratio = row.broker_vs_pgbouncer?;
             Some(Figure::new(
                 format!(
-                    "{} @{} {ratio:.2}x ({:.2}x direct)",
+                    "{} @{} {ratio:.2}x ({:.2}x direct){}",
                     row.workload.name(),
                     row.concurrency,
-                    row.broker_vs_direct
+                    row.broker_vs_direct,
+                    errors(row)
                 ),
-                ratio >= 1.0,
+                ratio >= 1.0 && clean(row),
             ))
         })
         .collect();
@@ -166,8 +184,13 @@ fn added_p50(report: &Report) -> Target {
         .filter(|row| row.workload.is_sql() && row.concurrency == 1)
         .map(|row| {
             Figure::new(
-                format!("{} {:+.0} µs", row.workload.name(), row.added_p50_us),
-                row.added_p50_us <= ADDED_P50_US,
+                format!(
+                    "{} {:+.0} µs{}",
+                    row.workload.name(),
+                    row.added_p50_us,
+                    errors(row)
+                ),
+                row.added_p50_us <= ADDED_P50_US && clean(row),
             )
         })
         .collect();
@@ -186,12 +209,13 @@ fn large_objects(report: &Report) -> Target {
         .map(|row| {
             Figure::new(
                 format!(
-                    "{} @{} {:.2}x",
+                    "{} @{} {:.2}x{}",
                     row.workload.name(),
                     row.concurrency,
-                    row.broker_vs_direct
+                    row.broker_vs_direct,
+                    errors(row)
                 ),
-                row.broker_vs_direct >= LARGE_OBJECT_RATIO,
+                row.broker_vs_direct >= LARGE_OBJECT_RATIO && clean(row),
             )
         })
         .collect();
@@ -390,6 +414,18 @@ mod tests {
         let (v, figures) = verdict(&report, 1);
         assert_eq!(v, Verdict::NotMet);
         assert_eq!(figures, "select 1 +60 µs, point lookup +101 µs (missed)");
+    }
+
+    #[test]
+    fn a_cell_with_failed_calls_misses_whatever_its_figures() {
+        let mut report = report();
+        report.rows[1].broker.errors = 3;
+        let (v, figures) = verdict(&report, 0);
+        assert_eq!(v, Verdict::NotMet);
+        assert!(
+            figures.starts_with("select 1 @16 1.20x (0.60x direct) (3 errors) (missed)"),
+            "{figures}"
+        );
     }
 
     #[test]
