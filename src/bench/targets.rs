@@ -6,7 +6,10 @@
 
 use serde::Serialize;
 
-use super::report::{Cell, Report, Row};
+use super::{
+    report::{Cell, Report, Row},
+    workload::Workload,
+};
 
 /// Broker throughput at least PgBouncer's, at this many clients or more.
 const MANY_CLIENTS: usize = 16;
@@ -265,46 +268,52 @@ fn latency(name: &str, broker: &Cell, direct: &Cell, p50_us: f64, p99_us: f64) -
 
 fn seed_closed_loop(report: &Report) -> Target {
     let most = report.rows.iter().map(|r| r.concurrency).max();
-    let figures = report
+    let cells = report
         .rows
         .iter()
         .filter(|row| Some(row.concurrency) == most)
-        .map(|row| {
-            latency(
-                &format!("{} @{}", row.workload.name(), row.concurrency),
-                &row.broker,
-                &row.direct,
-                SEED_P50_US,
-                SEED_P99_US,
-            )
-        })
-        .collect();
-    judge(
+        .map(|row| (row.workload, row.concurrency, &row.broker, &row.direct));
+    seed(
         "seed's p50 < 50 ms / p99 < 200 ms, closed loop",
-        figures,
+        cells,
+        1.0,
         "no cells",
     )
 }
 
 fn seed_paced(report: &Report) -> Target {
-    let figures = report
+    let cells = report
         .paced
         .iter()
-        .map(|row| {
+        .map(|row| (row.workload, row.concurrency, &row.broker, &row.direct));
+    seed(
+        "seed's targets / 100 (500 µs / 2 ms), paced",
+        cells,
+        100.0,
+        "no paced cells (--paced-load 0)",
+    )
+}
+
+/// Each cell's broker p50 and p99 against the seed's targets with `spare`
+/// times to spare; a cell is (workload, clients, broker, direct).
+fn seed<'a>(
+    target: &'static str,
+    cells: impl Iterator<Item = (Workload, usize, &'a Cell, &'a Cell)>,
+    spare: f64,
+    unmeasured: &str,
+) -> Target {
+    let figures = cells
+        .map(|(workload, concurrency, broker, direct)| {
             latency(
-                &format!("{} @{}", row.workload.name(), row.concurrency),
-                &row.broker,
-                &row.direct,
-                SEED_P50_US / 100.0,
-                SEED_P99_US / 100.0,
+                &format!("{} @{concurrency}", workload.name()),
+                broker,
+                direct,
+                SEED_P50_US / spare,
+                SEED_P99_US / spare,
             )
         })
         .collect();
-    judge(
-        "seed's targets / 100 (500 µs / 2 ms), paced",
-        figures,
-        "no paced cells (--paced-load 0)",
-    )
+    judge(target, figures, unmeasured)
 }
 
 /// Microseconds as µs below a millisecond, else as ms.
