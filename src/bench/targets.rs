@@ -133,20 +133,15 @@ pub fn judge_all(report: &Report) -> Vec<Target> {
     ]
 }
 
-/// A cell's figures count only if every call on every path succeeded.
-fn clean(row: &Row) -> bool {
-    failed(row) == 0
-}
-
-fn failed(row: &Row) -> usize {
-    row.direct.errors + row.broker.errors + row.pgbouncer.as_ref().map_or(0, |p| p.errors)
-}
-
-/// " (N errors)" after a figure whose cell had failed calls.
-fn errors(row: &Row) -> String {
-    match failed(row) {
-        0 => String::new(),
-        n => format!(" ({n} errors)"),
+/// A figure of one cell: `text`, then the cell's failed calls if any; a
+/// cell with failed calls on any path misses, whatever its figures.
+fn cell_figure(row: &Row, text: String, met: bool) -> Figure {
+    let failed =
+        row.direct.errors + row.broker.errors + row.pgbouncer.as_ref().map_or(0, |p| p.errors);
+    if failed == 0 {
+        Figure::new(text, met)
+    } else {
+        Figure::new(format!("{text} ({failed} errors)"), false)
     }
 }
 
@@ -157,15 +152,15 @@ fn sql_against_pgbouncer(report: &Report) -> Target {
         .filter(|row| row.workload.is_sql() && row.concurrency >= MANY_CLIENTS)
         .filter_map(|row| {
             let ratio = row.broker_vs_pgbouncer?;
-            Some(Figure::new(
+            Some(cell_figure(
+                row,
                 format!(
-                    "{} @{} {ratio:.2}x ({:.2}x direct){}",
+                    "{} @{} {ratio:.2}x ({:.2}x direct)",
                     row.workload.name(),
                     row.concurrency,
-                    row.broker_vs_direct,
-                    errors(row)
+                    row.broker_vs_direct
                 ),
-                ratio >= 1.0 && clean(row),
+                ratio >= 1.0,
             ))
         })
         .collect();
@@ -186,14 +181,10 @@ fn added_p50(report: &Report) -> Target {
         .iter()
         .filter(|row| row.workload.is_sql() && row.concurrency == 1)
         .map(|row| {
-            Figure::new(
-                format!(
-                    "{} {:+.0} µs{}",
-                    row.workload.name(),
-                    row.added_p50_us,
-                    errors(row)
-                ),
-                row.added_p50_us <= ADDED_P50_US && clean(row),
+            cell_figure(
+                row,
+                format!("{} {:+.0} µs", row.workload.name(), row.added_p50_us),
+                row.added_p50_us <= ADDED_P50_US,
             )
         })
         .collect();
@@ -210,15 +201,15 @@ fn large_objects(report: &Report) -> Target {
         .iter()
         .filter(|row| row.workload.is_large_object())
         .map(|row| {
-            Figure::new(
+            cell_figure(
+                row,
                 format!(
-                    "{} @{} {:.2}x{}",
+                    "{} @{} {:.2}x",
                     row.workload.name(),
                     row.concurrency,
-                    row.broker_vs_direct,
-                    errors(row)
+                    row.broker_vs_direct
                 ),
-                row.broker_vs_direct >= LARGE_OBJECT_RATIO && clean(row),
+                row.broker_vs_direct >= LARGE_OBJECT_RATIO,
             )
         })
         .collect();
@@ -332,7 +323,7 @@ pub fn print(targets: &[Target]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::workload::{Streaming, Workload};
+    use crate::bench::workload::Streaming;
 
     fn cell(ops_per_s: f64, p50_us: f64, p99_us: f64) -> Cell {
         Cell {
