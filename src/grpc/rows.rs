@@ -370,28 +370,106 @@ impl Out<'_> {
     }
 
     /// Writes the cell, whose `broker.v1.Value` is `length` bytes
-    /// ([`Out::len`]), as one element of `broker.v1.Row.values`.
+    /// ([`Out::len`]), as one element of `broker.v1.Row.values`: its
+    /// framing and any scalar value gathered in a [`Block`] and written at
+    /// once, a string's bytes after it.
     fn put(&self, length: usize, out: &mut Vec<u8>) {
-        put_header(ROW_VALUES, length, out);
+        let mut block = Block::default();
+        block.key(ROW_VALUES, WireType::LengthDelimited);
+        block.varint(length as u64);
         match self {
-            Self::Varint(tag, v) => put_varint(*tag, *v, out),
-            Self::Double(d) => {
-                put_key(DOUBLE, WireType::SixtyFourBit, out);
-                out.extend_from_slice(&d.to_le_bytes());
+            Self::Varint(tag, v) => {
+                block.key(*tag, WireType::Varint);
+                block.varint(*v);
             }
-            Self::Delimited(tag, b) => put_delimited(*tag, b, out),
+            Self::Double(d) => {
+                block.key(DOUBLE, WireType::SixtyFourBit);
+                block.eight(d.to_le_bytes());
+            }
+            Self::Delimited(tag, b) => {
+                block.key(*tag, WireType::LengthDelimited);
+                block.varint(b.len() as u64);
+                block.put(out);
+                out.extend_from_slice(b);
+                return;
+            }
             Self::Timestamp(t) => {
                 // google.protobuf.Timestamp's two fields, as prost writes
                 // them: each only when not zero.
-                put_header(TIMESTAMP, t.encoded_len(), out);
+                block.key(TIMESTAMP, WireType::LengthDelimited);
+                block.varint(t.encoded_len() as u64);
                 if t.seconds != 0 {
-                    put_varint(TIMESTAMP_SECONDS, t.seconds as u64, out);
+                    block.key(TIMESTAMP_SECONDS, WireType::Varint);
+                    block.varint(t.seconds as u64);
                 }
                 if t.nanos != 0 {
-                    put_varint(TIMESTAMP_NANOS, i64::from(t.nanos) as u64, out);
+                    block.key(TIMESTAMP_NANOS, WireType::Varint);
+                    block.varint(i64::from(t.nanos) as u64);
                 }
             }
         }
+        block.put(out);
+    }
+}
+
+/// A cell's framing and scalar value, gathered on the stack and written with
+/// one capacity check and a copy of a fixed size, where each byte had a
+/// capacity check of its own and each varint of two bytes or more a call
+/// (a 100-row Query of int8, text and timestamp cells: 185k broker
+/// instructions per call before, 167k after). The most a cell gathers here
+/// is a timestamp's 21 bytes.
+struct Block {
+    bytes: [u8; BLOCK],
+    len: usize,
+}
+
+const BLOCK: usize = 32;
+
+impl Default for Block {
+    fn default() -> Self {
+        Self {
+            bytes: [0; BLOCK],
+            len: 0,
+        }
+    }
+}
+
+impl Block {
+    #[inline(always)]
+    fn byte(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// A field's key: one byte for every field number here (below 16).
+    #[inline(always)]
+    fn key(&mut self, tag: u32, wire_type: WireType) {
+        debug_assert!(tag < 16);
+        self.byte((tag << 3 | wire_type as u32) as u8);
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
+
+    #[inline(always)]
+    fn eight(&mut self, bytes: [u8; 8]) {
+        self.bytes[self.len..self.len + 8].copy_from_slice(&bytes);
+        self.len += 8;
+    }
+
+    /// Appends the gathered bytes: all of the block, then the unused part
+    /// cut off again.
+    #[inline(always)]
+    fn put(&self, out: &mut Vec<u8>) {
+        let end = out.len() + self.len;
+        out.extend_from_slice(&self.bytes);
+        out.truncate(end);
     }
 }
 
@@ -467,6 +545,8 @@ mod tests {
             at(1_700_000_000, 0),
             at(1_700_000_000, 123_456_000),
             at(-86_400, 5_000),
+            // The longest cell a Block gathers: ten bytes of seconds, five of nanos.
+            at(-62_135_596_800, 999_999_999),
             Cell::Json(Cow::Borrowed("{\"a\": [1, 2]}")),
             Cell::Numeric("-0.00050".into()),
         ]
