@@ -448,13 +448,18 @@ impl Block {
         self.byte((tag << 3 | wire_type as u32) as u8);
     }
 
+    /// A varint; one of two bytes or more is [`long_varint`]'s ten bytes
+    /// copied whole and the unused ones left behind (a timestamp's nanos,
+    /// its last varint, start at byte 16 at most: 26 of the 32 touched).
     #[inline(always)]
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.byte(value as u8 | 0x80);
-            value >>= 7;
+    fn varint(&mut self, value: u64) {
+        if value < 0x80 {
+            self.byte(value as u8);
+        } else {
+            let (bytes, n) = long_varint(value);
+            self.bytes[self.len..self.len + bytes.len()].copy_from_slice(&bytes);
+            self.len += n;
         }
-        self.byte(value as u8);
     }
 
     #[inline(always)]
