@@ -411,6 +411,18 @@ fn the_example_policy_grants_what_the_agents_need_and_is_refused_as_shipped() {
     }
     assert_eq!(grant("archivist").object_store.access, Access::None);
     assert_eq!(grant("uploader").database.access, Access::None);
+    // The extractor and the archivist may run their own statements only
+    // (that they are enough, the pipeline below shows).
+    let log_step = "INSERT INTO processing_logs (document_id, agent_name, action, status, details) \
+                    VALUES ((SELECT id FROM documents WHERE s3_key = $1), $2, $3, $4, $5)";
+    let extractor = grant("extractor").database.statements.clone().unwrap();
+    assert!(extractor.allows(log_step));
+    for agent in ["extractor", "archivist"] {
+        let statements = grant(agent).database.statements.clone().unwrap();
+        assert!(!statements.allows("DELETE FROM documents"), "{agent}");
+        assert!(!statements.allows("SELECT * FROM documents"), "{agent}");
+    }
+    assert!(grant("orchestrator").database.statements.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

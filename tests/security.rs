@@ -13,8 +13,8 @@ use resource_broker::{
     proto::{
         DeleteObjectRequest, ExecuteRequest, GetObjectRequest, HeadObjectRequest,
         InitSchemaRequest, ListObjectsRequest, PutObjectHeader, PutObjectRequest, QueryRequest,
-        database_client::DatabaseClient, object_store_client::ObjectStoreClient,
-        put_object_request,
+        TransactionRequest, Value, database_client::DatabaseClient,
+        object_store_client::ObjectStoreClient, put_object_request, value,
     },
 };
 use tonic::{Code, Request, service::interceptor::InterceptedService, transport::Channel};
@@ -23,6 +23,11 @@ const READER: &str = "reader-token-0123456789";
 const WRITER: &str = "writer-token-0123456789";
 const NOBODY: &str = "nobody-token-0123456789";
 const EXPIRED: &str = "expired-token-0123456789";
+const LISTED: &str = "listed-token-0123456789";
+
+/// The statements the `listed` agent may run, and nothing else.
+const LISTED_SELECT: &str = "SELECT n FROM notes WHERE n > $1 ORDER BY n";
+const LISTED_INSERT: &str = "INSERT INTO notes (n) VALUES ($1)";
 
 fn policy(reader_access: &str) -> String {
     format!(
@@ -44,11 +49,23 @@ token_sha256 = "{}"
 token_sha256 = "{}"
 token_expires = "2020-01-01T00:00:00Z"
 database = {{ access = "read" }}
+
+[agents.listed]
+token_sha256 = "{}"
+[agents.listed.database]
+access = "write"
+statements = [
+    "{LISTED_SELECT}",
+    """
+    {LISTED_INSERT}
+    """,
+]
 "#,
         token::hash(READER),
         token::hash(WRITER),
         token::hash(NOBODY),
-        token::hash(EXPIRED)
+        token::hash(EXPIRED),
+        token::hash(LISTED)
     )
 }
 
@@ -318,6 +335,124 @@ async fn every_grant_boundary_holds() {
         .execute(execute)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_allow_list_of_statements_admits_those_and_nothing_else() {
+    let (broker, _dir) = secured_broker().await;
+    let mut writer = database(&broker, Some(WRITER)).await;
+    let mut listed = database(&broker, Some(LISTED)).await;
+    let execute = |sql: &str, n: Option<i64>| ExecuteRequest {
+        sql: sql.into(),
+        params: n.into_iter().map(int).collect(),
+    };
+    writer
+        .execute(execute("CREATE TABLE notes (n bigint)", None))
+        .await
+        .unwrap();
+    let notes = |client: DatabaseClient<Authed>| async move {
+        let mut client = client;
+        let response = client
+            .query(QueryRequest {
+                sql: "SELECT count(*) FROM notes".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match &response.rows[0].values[0].kind {
+            Some(value::Kind::IntValue(n)) => *n,
+            other => panic!("count(*) is an int: {other:?}"),
+        }
+    };
+
+    // The listed statements run, each the way the policy wrote it or with
+    // other whitespace around it.
+    listed
+        .execute(execute(LISTED_INSERT, Some(1)))
+        .await
+        .unwrap();
+    listed
+        .execute(execute(&format!("\n  {LISTED_INSERT} \t"), Some(2)))
+        .await
+        .unwrap();
+    let rows = listed
+        .query(QueryRequest {
+            sql: LISTED_SELECT.into(),
+            params: vec![int(0)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(rows.len(), 2);
+
+    // Anything else is refused before it reaches the database, by its
+    // fingerprint and never its text.
+    for sql in [
+        "SELECT 1",
+        "SELECT count(*) FROM notes",
+        "DELETE FROM notes",
+        &format!("{LISTED_INSERT} -- note"),
+        &format!("{LISTED_INSERT}; DELETE FROM notes"),
+        &LISTED_INSERT.to_lowercase(),
+        &LISTED_INSERT.replace(' ', "  "),
+    ] {
+        let err = listed.execute(execute(sql, Some(3))).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{sql}: {err:?}");
+        assert!(
+            err.message().contains("agent listed may run only"),
+            "{err:?}"
+        );
+        assert!(err.message().contains("sql:"), "{err:?}");
+        assert!(!err.message().contains("notes"), "{err:?}");
+        let err = listed
+            .query(QueryRequest {
+                sql: sql.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{sql}: {err:?}");
+    }
+    // A Transaction is refused whole when one of its statements is not
+    // listed: the listed insert before it does not run either.
+    let err = listed
+        .transaction(TransactionRequest {
+            statements: vec![
+                execute(LISTED_INSERT, Some(4)),
+                execute("DELETE FROM notes", None),
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(notes(database(&broker, Some(WRITER)).await).await, 2);
+    listed
+        .transaction(TransactionRequest {
+            statements: vec![
+                execute(LISTED_INSERT, Some(5)),
+                execute(LISTED_INSERT, Some(6)),
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(notes(database(&broker, Some(WRITER)).await).await, 4);
+    // InitSchema runs the broker's own statements, not the caller's: a
+    // write grant still covers it.
+    listed.init_schema(InitSchemaRequest {}).await.unwrap();
+    // An agent without a list is not limited by another's.
+    writer
+        .execute(execute("DELETE FROM notes", None))
+        .await
+        .unwrap();
+}
+
+fn int(n: i64) -> Value {
+    Value {
+        kind: Some(value::Kind::IntValue(n)),
+    }
 }
 
 /// A broker connected as a least-privilege login role, as the README advises.

@@ -1,7 +1,8 @@
 //! Who may touch what. Every broker.v1 call is authenticated (bearer token
 //! or client certificate name) and checked against the policy here, once:
 //! the method against the agent's service grant in the layer, keys and
-//! buckets against its prefixes in [`Caller::check_object`]. Deny by
+//! buckets against its prefixes in [`Caller::check_object`], SQL against
+//! its allow-list of statements in [`Caller::check_statement`]. Deny by
 //! default: a broker.v1 method without a [`requirement`] is refused to
 //! everyone. Health and reflection stay open. Without a policy file the
 //! broker runs open.
@@ -122,6 +123,20 @@ impl Caller {
         }
         Ok(())
     }
+
+    /// Checks a statement against the agent's allow-list of statements,
+    /// when its grant has one. The refusal names the statement by its audit
+    /// fingerprint, not its text.
+    pub fn check_statement(&self, sql: &str) -> Result<(), Status> {
+        match &self.grant.database.statements {
+            Some(statements) if !statements.allows(sql) => Err(Status::permission_denied(format!(
+                "agent {} may run only the statements its policy lists, and {} is not one of them",
+                self.agent,
+                crate::audit::sql_fingerprint(sql)
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The caller of a request, as the auth layer identified it.
@@ -224,7 +239,7 @@ impl Auth {
                 }
                 Some((name, grant)) => Ok(Caller {
                     agent: name.into(),
-                    grant: Arc::new(grant.clone()),
+                    grant: grant.clone(),
                 }),
                 None => Err(Status::unauthenticated("unknown token")),
             };
@@ -233,7 +248,7 @@ impl Auth {
             return match policy.by_name(name) {
                 Some(grant) => Ok(Caller {
                     agent: name.into(),
-                    grant: Arc::new(grant.clone()),
+                    grant: grant.clone(),
                 }),
                 None => Err(Status::unauthenticated(format!(
                     "no agent named {name:?} in the policy"

@@ -7,9 +7,17 @@
 //! token_expires = "2027-01-01T00:00:00Z"                        # optional
 //! object_store = { access = "read", prefixes = ["incoming/"] }   # none | read | write
 //! database     = { access = "read" }                             # none | read | write
+//!
+//! [agents.reporter.database]          # the table form, for a list of statements
+//! access = "read"
+//! statements = ["SELECT status FROM documents WHERE s3_key = $1"]  # optional allow-list
 //! ```
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+    sync::Arc,
+};
 
 use serde::Deserialize;
 
@@ -43,6 +51,43 @@ pub struct ObjectGrant {
 pub struct DatabaseGrant {
     #[serde(default)]
     pub access: Access,
+    /// The only statements the agent may run, when set: Query, Execute and
+    /// each statement of a Transaction must be one of them. Unset: any
+    /// statement its access allows.
+    #[serde(default)]
+    pub statements: Option<Statements>,
+}
+
+/// An allow-list of SQL texts. A statement matches an entry when the two
+/// are the same text but for ASCII whitespace before and after: no other
+/// normalisation, so a comment, a changed literal or another spacing inside
+/// is another statement. Parameters (`$1`, ...) are how an allowed
+/// statement takes the caller's values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "Vec<String>")]
+pub struct Statements(HashSet<Box<str>>);
+
+impl Statements {
+    /// Whether `sql` is one of the listed statements.
+    pub fn allows(&self, sql: &str) -> bool {
+        self.0.contains(trim(sql))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<String>> for Statements {
+    fn from(texts: Vec<String>) -> Self {
+        Self(texts.iter().map(|t| trim(t).into()).collect())
+    }
+}
+
+/// `sql` without the ASCII whitespace around it. Only ASCII: PostgreSQL
+/// reads other characters (a no-break space) as part of an identifier.
+fn trim(sql: &str) -> &str {
+    sql.trim_matches(|c: char| c.is_ascii_whitespace())
 }
 
 /// What one agent may do.
@@ -74,6 +119,7 @@ impl Grant {
             },
             database: DatabaseGrant {
                 access: Access::Write,
+                statements: None,
             },
         }
     }
@@ -107,7 +153,7 @@ fn expiry<'de, D: serde::Deserializer<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]
-    pub agents: BTreeMap<String, Grant>,
+    pub agents: BTreeMap<String, Arc<Grant>>,
 }
 
 impl Policy {
@@ -132,6 +178,20 @@ impl Policy {
                 }
                 if !seen.insert(hash.to_ascii_lowercase()) {
                     anyhow::bail!("agents.{name}.token_sha256 is used by another agent too");
+                }
+            }
+            if let Some(statements) = &grant.database.statements {
+                if statements.is_empty() || statements.allows("") {
+                    anyhow::bail!(
+                        "agents.{name}.database.statements must list statements, none of them empty \
+                         (to allow no statement, set database.access = \"none\")"
+                    );
+                }
+                if grant.database.access == Access::None {
+                    anyhow::bail!(
+                        "agents.{name}.database.statements is set but database.access is \"none\": \
+                         set access to \"read\" or \"write\""
+                    );
                 }
             }
             for prefix in &grant.object_store.prefixes {
@@ -169,7 +229,7 @@ impl Policy {
     }
 
     /// The agent whose token hashes to `sha256_hex`.
-    pub fn by_token_hash(&self, sha256_hex: &str) -> Option<(&str, &Grant)> {
+    pub fn by_token_hash(&self, sha256_hex: &str) -> Option<(&str, &Arc<Grant>)> {
         self.agents
             .iter()
             .find(|(_, grant)| {
@@ -182,7 +242,7 @@ impl Policy {
     }
 
     /// The agent named `name` (a client certificate's name).
-    pub fn by_name(&self, name: &str) -> Option<&Grant> {
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Grant>> {
         self.agents.get(name)
     }
 }
@@ -210,6 +270,39 @@ mod tests {
         assert_eq!(grant.object_store.prefixes, ["incoming/"]);
         assert_eq!(grant.database.access, Access::Read);
         assert_eq!(grant.token_expires, None);
+    }
+
+    #[test]
+    fn statements_match_exactly_but_for_whitespace_around() {
+        let policy = Policy::parse(
+            r#"
+            [agents.reporter.database]
+            access = "read"
+            statements = [
+                "  SELECT status FROM documents WHERE s3_key = $1\n",
+                "SELECT count(*) FROM documents",
+            ]
+            "#,
+        )
+        .unwrap();
+        let statements = policy.agents["reporter"]
+            .database
+            .statements
+            .clone()
+            .unwrap();
+        assert!(statements.allows("SELECT status FROM documents WHERE s3_key = $1"));
+        assert!(statements.allows("\n\tSELECT count(*) FROM documents  "));
+        for other in [
+            "SELECT status FROM documents WHERE s3_key = $1 -- x",
+            "SELECT status FROM documents WHERE s3_key = $1; DELETE FROM documents",
+            "SELECT status  FROM documents WHERE s3_key = $1",
+            "select count(*) from documents",
+            "SELECT count(*) FROM documents\u{a0}",
+            "",
+        ] {
+            assert!(!statements.allows(other), "{other:?}");
+        }
+        assert_eq!(policy.agents["reporter"].object_store.access, Access::None);
     }
 
     #[test]
@@ -254,6 +347,22 @@ mod tests {
             (
                 "[agents.a]\nobject_store = { access = \"read\", prefixes = [\"../x\"] }",
                 "prefixes",
+            ),
+            (
+                "[agents.a]\ndatabase = { access = \"read\", statements = [] }",
+                "agents.a.database.statements must list",
+            ),
+            (
+                "[agents.a]\ndatabase = { access = \"read\", statements = [\"SELECT 1\", \" \"] }",
+                "none of them empty",
+            ),
+            (
+                "[agents.a]\ndatabase = { statements = [\"SELECT 1\"] }",
+                "database.access is \"none\"",
+            ),
+            (
+                "[agents.a]\ndatabase = { access = \"read\", statements = \"SELECT 1\" }",
+                "expected a sequence",
             ),
         ] {
             let err = Policy::parse(text).unwrap_err().to_string();

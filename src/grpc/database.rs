@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, rows::QueryResponse};
 use crate::{
-    audit,
+    audit, auth,
     database::{Database, Statement},
     proto::{self, database_server},
 };
@@ -28,6 +28,7 @@ impl database_server::Database for DatabaseService {
         request: Request<proto::QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
         audit::note_target(&request, || audit::sql_fingerprint(&request.get_ref().sql));
+        auth::caller(&request)?.check_statement(&request.get_ref().sql)?;
         let request = request.into_inner();
         let statement = Statement {
             sql: request.sql,
@@ -42,6 +43,7 @@ impl database_server::Database for DatabaseService {
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
         audit::note_target(&request, || audit::sql_fingerprint(&request.get_ref().sql));
+        auth::caller(&request)?.check_statement(&request.get_ref().sql)?;
         let statement = convert::statement(request.into_inner())?;
         let result = self.db.execute(&statement).await?;
         Ok(Response::new(convert::execute_response(result)?))
@@ -59,6 +61,11 @@ impl database_server::Database for DatabaseService {
                 .collect::<Vec<_>>()
                 .join(", ")
         });
+        // Every statement is checked before the first runs.
+        let caller = auth::caller(&request)?;
+        for statement in &request.get_ref().statements {
+            caller.check_statement(&statement.sql)?;
+        }
         let statements = request
             .into_inner()
             .statements
