@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Access policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Make a new random agent token and print it with its SHA-256 for the policy file.
     Token {
         /// Agent name for the printed policy snippet.
@@ -55,6 +60,16 @@ enum Command {
     /// Load the broker on loopback while a backend goes down and comes back;
     /// print P50, P99, error rate and availability per phase.
     Loadtest(resource_broker::loadtest::LoadTestArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Read a policy file as the broker would and say what each agent may
+    /// do; exit 1 with the broker's own error when it would refuse the file.
+    Check {
+        /// The policy file (BROKER_POLICY_FILE).
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +166,18 @@ async fn run(cli: Cli) -> ExitCode {
         } => match resource_broker::audit::verify(&file) {
             Ok(count) => {
                 println!("ok: {count} records, chain intact");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => Err(e),
+        },
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => match resource_broker::auth::Policy::load(&file) {
+            Ok(policy) => {
+                print!(
+                    "{}",
+                    resource_broker::auth::summary::describe(&policy, chrono::Utc::now())
+                );
                 return ExitCode::SUCCESS;
             }
             Err(e) => Err(e),

@@ -8,7 +8,7 @@ mod common;
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
-use common::{BUCKET, TestBroker, sha256};
+use common::{BUCKET, TestBroker, sha256, succeeded};
 use resource_broker::{
     agents::{
         extract::samples,
@@ -423,6 +423,43 @@ fn the_example_policy_grants_what_the_agents_need_and_is_refused_as_shipped() {
         assert!(!statements.allows("SELECT * FROM documents"), "{agent}");
     }
     assert!(grant("orchestrator").database.statements.is_none());
+}
+
+#[test]
+fn broker_policy_check_refuses_the_shipped_example_and_describes_a_filled_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["policy", "check"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let shipped = check(include_str!("../deploy/policy.example.toml"));
+    assert_eq!(shipped.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&shipped.stderr);
+    assert!(stderr.contains("agents.archivist.token_sha256"), "{stderr}");
+
+    let filled = check(&example_policy());
+    let stdout = succeeded(&filled);
+    for line in [
+        "ok: 4 agents",
+        "agent archivist",
+        "  object store:  nothing",
+        "  database:      Query, Execute, Transaction, InitSchema: only the 2 statements listed",
+        "agent extractor",
+        "  database:      Query, Execute, Transaction, InitSchema: only the one statement listed",
+        "agent orchestrator",
+        "  database:      Query, Execute, Transaction, InitSchema: any statement",
+        "agent uploader",
+        "  object store:  ListObjects, HeadObject, GetObject, PutObject, DeleteObject: \
+         keys under \"incoming/\" in S3_BUCKET only",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    assert!(!stdout.contains("warning"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

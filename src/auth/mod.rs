@@ -8,6 +8,7 @@
 //! broker runs open.
 
 pub mod policy;
+pub mod summary;
 pub mod token;
 
 use std::{

@@ -73,7 +73,12 @@ impl Statements {
         self.0.contains(trim(sql))
     }
 
-    fn is_empty(&self) -> bool {
+    /// How many statements are listed.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
