@@ -375,20 +375,15 @@ impl Out<'_> {
     /// once, a string's bytes after it.
     fn put(&self, length: usize, out: &mut Vec<u8>) {
         let mut block = Block::default();
-        block.key(ROW_VALUES, WireType::LengthDelimited);
-        block.varint(length as u64);
+        block.header(ROW_VALUES, length);
         match self {
-            Self::Varint(tag, v) => {
-                block.key(*tag, WireType::Varint);
-                block.varint(*v);
-            }
+            Self::Varint(tag, v) => block.field(*tag, *v),
             Self::Double(d) => {
                 block.key(DOUBLE, WireType::SixtyFourBit);
                 block.eight(d.to_le_bytes());
             }
             Self::Delimited(tag, b) => {
-                block.key(*tag, WireType::LengthDelimited);
-                block.varint(b.len() as u64);
+                block.header(*tag, b.len());
                 block.put(out);
                 out.extend_from_slice(b);
                 return;
@@ -396,15 +391,12 @@ impl Out<'_> {
             Self::Timestamp(t) => {
                 // google.protobuf.Timestamp's two fields, as prost writes
                 // them: each only when not zero.
-                block.key(TIMESTAMP, WireType::LengthDelimited);
-                block.varint(t.encoded_len() as u64);
+                block.header(TIMESTAMP, t.encoded_len());
                 if t.seconds != 0 {
-                    block.key(TIMESTAMP_SECONDS, WireType::Varint);
-                    block.varint(t.seconds as u64);
+                    block.field(TIMESTAMP_SECONDS, t.seconds as u64);
                 }
                 if t.nanos != 0 {
-                    block.key(TIMESTAMP_NANOS, WireType::Varint);
-                    block.varint(i64::from(t.nanos) as u64);
+                    block.field(TIMESTAMP_NANOS, i64::from(t.nanos) as u64);
                 }
             }
         }
@@ -460,6 +452,21 @@ impl Block {
             self.bytes[self.len..self.len + bytes.len()].copy_from_slice(&bytes);
             self.len += n;
         }
+    }
+
+    /// A varint field, as [`put_varint`] writes it.
+    #[inline(always)]
+    fn field(&mut self, tag: u32, value: u64) {
+        self.key(tag, WireType::Varint);
+        self.varint(value);
+    }
+
+    /// A length-delimited field's key and length, as [`put_header`] writes
+    /// them.
+    #[inline(always)]
+    fn header(&mut self, tag: u32, length: usize) {
+        self.key(tag, WireType::LengthDelimited);
+        self.varint(length as u64);
     }
 
     #[inline(always)]
