@@ -12,6 +12,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod busy_poll;
 pub mod client;
 pub mod codec;
 pub mod config;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use resource_broker::{
+    busy_poll,
     config::{self, ServeConfig},
     dev::DevArgs,
     healthcheck, server, shutdown, telemetry,
@@ -100,7 +101,7 @@ fn main() -> ExitCode {
     match runtime(&cli.command) {
         Ok(runtime) => runtime.block_on(run(cli)),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -112,11 +113,21 @@ fn main() -> ExitCode {
 /// the same work as a one-worker thread pool without the hand-offs between
 /// the worker and the thread that waits on the runtime (about a tenth less
 /// broker CPU per Query). Otherwise a worker per core, or
-/// `TOKIO_WORKER_THREADS`.
-fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+/// `TOKIO_WORKER_THREADS`. `broker serve` with `BROKER_BUSY_POLL` polls on
+/// its one thread ([`busy_poll`]).
+fn runtime(command: &Command) -> anyhow::Result<tokio::runtime::Runtime> {
     let bench = matches!(command, Command::Bench(_));
     let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
-    if bench || one_worker {
+    let busy_poll = match command {
+        Command::Serve(config) => config.busy_poll,
+        _ => std::time::Duration::ZERO,
+    };
+    if !busy_poll.is_zero() && !one_worker {
+        anyhow::bail!(
+            "BROKER_BUSY_POLL needs TOKIO_WORKER_THREADS=1: it keeps the broker's one thread polling"
+        );
+    }
+    let runtime = if bench || one_worker {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -125,6 +136,11 @@ fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
             .enable_all()
             .build()
     }
+    .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    if !busy_poll.is_zero() {
+        runtime.spawn(busy_poll::run(busy_poll));
+    }
+    Ok(runtime)
 }
 
 async fn run(cli: Cli) -> ExitCode {

@@ -5,6 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, middleware};
+use futures::FutureExt;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -19,6 +20,7 @@ use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 use crate::{
     audit::AuditLog,
     auth::{Auth, PeerCertificateName},
+    busy_poll,
     config::ServeConfig,
     database::Database,
     grpc::{BrokerServices, CallSteps, WithCallSteps},
@@ -316,6 +318,7 @@ where
 {
     let service =
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            busy_poll::activity();
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(PeerAddr(peer));
             if let Some(name) = &certificate_name {
@@ -323,7 +326,7 @@ where
                     .extensions_mut()
                     .insert(PeerCertificateName(name.clone()));
             }
-            doors.call(request)
+            doors.call(request).inspect(|_| busy_poll::activity())
         });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     watcher.watch(connection.into_owned()).await

@@ -122,6 +122,43 @@ async fn the_benchmark_prints_a_table_and_writes_json() {
     );
 }
 
+/// A broker that busy-polls (`--broker-busy-poll`, its BROKER_BUSY_POLL)
+/// answers every call, SQL and S3, from one client and from several.
+#[tokio::test]
+async fn the_benchmark_runs_a_busy_polling_broker() {
+    let admin = common::postgres_server().await.admin_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let bench = |extra: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["bench", "--duration", "100ms", "--concurrency", "4,1"])
+            .args(["--workloads", "select1,rows100,get4k", "--stream-mib", "0"])
+            .args(["--paced-load", "0", "--no-pgbouncer", "--json"])
+            .arg(&json)
+            .args(extra)
+            .env("BENCH_DATABASE_URL", &admin)
+            .output()
+    };
+    let output = bench(&["--broker-busy-poll", "200us"]).await.unwrap();
+    let stdout = common::succeeded(&output);
+    assert!(stdout.contains("busy polling 200 µs"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["broker_busy_poll_us"], 200);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for row in rows {
+        assert!(row["broker"]["calls"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["broker"]["errors"], 0, "{row}");
+    }
+
+    let refused = bench(&["--broker-busy-poll", "200us", "--broker-threads", "2"])
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--broker-threads 1"), "{stderr}");
+}
+
 /// `scripts/count-instructions.sh` runs the broker under callgrind and
 /// prints its instructions per Query call (a tiny run: the count itself is
 /// not asserted, only that there is one).

@@ -109,3 +109,28 @@ fn broker_dev_checks_the_environment_before_starting_anything() {
         assert_refused(&output, &[variable]);
     }
 }
+
+#[test]
+fn busy_polling_needs_one_worker_thread_and_a_short_window() {
+    let base = [("S3_BUCKET", "bucket"), ("POSTGRES_PASSWORD", MARKER)];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let env: Vec<_> = base.iter().chain(extra).copied().collect();
+        broker("serve", &env)
+    };
+    // A worker per core: the poller would keep one of them from sleeping
+    // and leave the others blocking as before.
+    assert_refused(
+        &with(&[("BROKER_BUSY_POLL", "100us")]),
+        &["BROKER_BUSY_POLL", "TOKIO_WORKER_THREADS=1"],
+    );
+    assert_refused(
+        &with(&[("BROKER_BUSY_POLL", "100us"), ("TOKIO_WORKER_THREADS", "2")]),
+        &["TOKIO_WORKER_THREADS=1"],
+    );
+    for value in ["5ms", "soon"] {
+        assert_refused(
+            &with(&[("BROKER_BUSY_POLL", value), ("TOKIO_WORKER_THREADS", "1")]),
+            &["BROKER_BUSY_POLL", "--busy-poll"],
+        );
+    }
+}

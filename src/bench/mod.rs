@@ -69,6 +69,11 @@ pub struct BenchArgs {
     /// with one `BrokerClient`, its calls multiplexed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub broker_connections: u16,
+    /// The broker under test's BROKER_BUSY_POLL (0s: off, as by default):
+    /// how long its thread polls for the next message after waking. Needs
+    /// `--broker-threads 1`.
+    #[arg(long, default_value = "0s", value_parser = crate::busy_poll::parse_window)]
+    pub broker_busy_poll: Duration,
     /// After each workload's cells, run it once more at the largest
     /// concurrency on a fixed schedule (an open loop): this fraction of the
     /// calls/s the broker reached there, the same on every path (0 skips).
@@ -195,6 +200,10 @@ pub struct Setup {
 
 /// Runs the benchmark and prints the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        args.broker_busy_poll.is_zero() || args.broker_threads == 1,
+        "--broker-busy-poll needs --broker-threads 1 (the broker polls on its one thread)"
+    );
     let scratch = std::env::temp_dir().join(format!("broker-bench-{}", std::process::id()));
     std::fs::create_dir_all(scratch.join("s3").join("bench"))?;
     let server = match &args.database_url {
@@ -238,7 +247,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 }
 
 async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report> {
-    let mut broker = start_broker(setup, args.broker_threads).await?;
+    let mut broker = start_broker(setup, args).await?;
     let client = BrokerClient::connect(&broker.url, ClientOptions::default()).await?;
     workload::prepare(&client).await?;
     let mut clients = paths::BrokerClients(vec![client.clone()]);
@@ -292,7 +301,7 @@ async fn measure(args: &BenchArgs, setup: &Arc<Setup>) -> anyhow::Result<Report>
     if args.stream_mib > 0 {
         // A broker of its own, so that its peak memory is the stream's and
         // not what the concurrent cells before it left resident.
-        let mut broker = start_broker(setup, args.broker_threads).await?;
+        let mut broker = start_broker(setup, args).await?;
         let client = BrokerClient::connect(&broker.url, ClientOptions::default()).await?;
         report.streaming =
             Some(workload::stream(&direct, &client, &broker, args.stream_mib).await?);
@@ -333,12 +342,12 @@ impl Paths<'_> {
 }
 
 /// Starts `broker serve` on a free loopback port and waits until SERVING.
-async fn start_broker(setup: &Setup, threads: usize) -> anyhow::Result<BrokerProcess> {
+async fn start_broker(setup: &Setup, args: &BenchArgs) -> anyhow::Result<BrokerProcess> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let started = Instant::now();
-    let child = tokio::process::Command::new(std::env::current_exe()?)
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .arg("serve")
         .env("BROKER_ADDR", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", &setup.database_url)
@@ -351,13 +360,23 @@ async fn start_broker(setup: &Setup, threads: usize) -> anyhow::Result<BrokerPro
         )
         .env("AWS_REGION", "eu-west-3")
         .env("BROKER_HEALTH_INTERVAL", "100ms")
-        .env("TOKIO_WORKER_THREADS", threads.max(1).to_string())
+        .env(
+            "TOKIO_WORKER_THREADS",
+            args.broker_threads.max(1).to_string(),
+        )
+        .env(
+            "BROKER_BUSY_POLL",
+            format!("{}us", args.broker_busy_poll.as_micros()),
+        )
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let addr = format!("127.0.0.1:{port}");
     while !serving(&addr).await {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the broker under test exited ({status}) before it was SERVING");
+        }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(30),
             "the broker did not become SERVING within 30 s"

@@ -82,6 +82,8 @@ pub struct Report {
     pub broker_threads: usize,
     /// HTTP/2 connections the broker path's clients share out.
     pub broker_connections: u16,
+    /// The broker's busy-polling window (`--broker-busy-poll`), 0 when off.
+    pub broker_busy_poll_us: u64,
     pub pgbouncer: bool,
     pub rows: Vec<Row>,
     /// The same workloads at a fixed offered load (`--paced-load`).
@@ -99,6 +101,7 @@ impl Report {
             idle_private_mib: broker.idle_anon_kib as f64 / 1024.0,
             broker_threads: args.broker_threads,
             broker_connections: args.broker_connections,
+            broker_busy_poll_us: args.broker_busy_poll.as_micros() as u64,
             pgbouncer,
             rows: Vec::new(),
             paced: Vec::new(),
@@ -151,8 +154,12 @@ impl Report {
 
     pub fn print(&self) {
         println!(
-            "\nbroker bench: broker on {} worker thread(s), clients on {} connection(s); start-up to SERVING {:.0} ms, idle RSS {:.1} MiB ({:.1} MiB private, the rest code pages){}\n",
+            "\nbroker bench: broker on {} worker thread(s){}, clients on {} connection(s); start-up to SERVING {:.0} ms, idle RSS {:.1} MiB ({:.1} MiB private, the rest code pages){}\n",
             self.broker_threads,
+            match self.broker_busy_poll_us {
+                0 => String::new(),
+                us => format!(" busy polling {us} µs"),
+            },
             self.broker_connections,
             self.startup_ms,
             self.idle_rss_mib,

@@ -346,6 +346,7 @@ mod tests {
             idle_private_mib: 2.4,
             broker_threads: 1,
             broker_connections: 1,
+            broker_busy_poll_us: 0,
             pgbouncer: true,
             rows: Vec::new(),
             paced: Vec::new(),

@@ -1,0 +1,180 @@
+//! Busy polling (`BROKER_BUSY_POLL`): while calls come and go, the broker's
+//! one thread keeps polling its sockets instead of going to sleep between
+//! messages, so the next one (PostgreSQL's answer, a client's next call)
+//! is read as it arrives rather than after the wake-up a sleeping thread
+//! needs, which costs tens of microseconds on a virtual machine.
+//!
+//! How: a task that only yields. While it is ready, tokio's current-thread
+//! scheduler polls for I/O without blocking (`epoll_wait` with a zero
+//! timeout) between its turns and runs whatever became ready. Each call
+//! that arrives or is answered ([`activity`], from the server's connection
+//! loop) opens a window or extends it; once a whole window passes without
+//! one, the task waits for the next and the thread sleeps as usual. An
+//! idle broker spends nothing; one that is never idle for a window spends
+//! its whole core.
+
+use std::{
+    cell::OnceCell,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+
+/// Longest window `BROKER_BUSY_POLL` accepts: past a millisecond, polling
+/// only spends CPU that a sleeping thread's wake-up would have cost less.
+pub const MAX_WINDOW: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// The poller of the runtime on this thread, once it runs.
+    static POLLER: OnceCell<Arc<Window>> = const { OnceCell::new() };
+}
+
+/// When the last call came or went, and the signal that wakes the poller.
+struct Window {
+    epoch: Instant,
+    /// Microseconds since `epoch`.
+    last_activity: AtomicU64,
+    activity: Notify,
+}
+
+impl Window {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+/// A call arrived or was answered on this thread: poll for the next
+/// message for another window. Does nothing where no poller runs (busy
+/// polling off, a runtime of several threads).
+pub fn activity() {
+    POLLER.with(|poller| {
+        if let Some(window) = poller.get() {
+            window.last_activity.store(window.now(), Ordering::Relaxed);
+            window.activity.notify_one();
+        }
+    });
+}
+
+/// Polls through each window of `window` after [`activity`], for ever.
+/// Spawn it on a current-thread runtime: it polls that runtime's thread.
+pub async fn run(window: Duration) {
+    let state = Arc::new(Window {
+        epoch: Instant::now(),
+        last_activity: AtomicU64::new(0),
+        activity: Notify::new(),
+    });
+    POLLER.with(|poller| poller.set(state.clone()).ok());
+    let window = window.as_micros() as u64;
+    loop {
+        state.activity.notified().await;
+        while state
+            .now()
+            .saturating_sub(state.last_activity.load(Ordering::Relaxed))
+            < window
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Parses `BROKER_BUSY_POLL`: a duration from 0 (off) to [`MAX_WINDOW`].
+pub fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = crate::config::parse_duration(text)?;
+    if window > MAX_WINDOW {
+        return Err(format!(
+            "at most {MAX_WINDOW:?} (a window of 200us covers a database round trip and the client's next call; 0s turns it off)"
+        ));
+    }
+    Ok(window)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Times the runtime's thread went to sleep (blocked for events).
+    fn sleeps() -> u64 {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .worker_park_count(0)
+    }
+
+    /// CPU time this thread has used.
+    fn thread_cpu() -> Duration {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    /// A one-thread runtime with a poller of `window` running.
+    fn polling_runtime(window: Duration) -> tokio::runtime::Runtime {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.spawn(run(window));
+        runtime
+    }
+
+    /// Lets the poller start (it registers itself on its first turn).
+    async fn poller_started() {
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            POLLER.with(|p| p.get().is_some()),
+            "no poller on this thread"
+        );
+    }
+
+    #[test]
+    fn after_a_call_the_thread_polls_instead_of_sleeping() {
+        polling_runtime(Duration::from_secs(5)).block_on(async {
+            poller_started().await;
+            activity();
+            let before = sleeps();
+            // The timer fires through the non-blocking polls.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(sleeps(), before, "the thread slept inside the window");
+        });
+    }
+
+    #[test]
+    fn once_a_window_passes_without_calls_the_thread_sleeps() {
+        polling_runtime(Duration::from_millis(2)).block_on(async {
+            poller_started().await;
+            activity();
+            let (before, cpu) = (sleeps(), thread_cpu());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(sleeps() > before, "the thread never slept again");
+            // Polling through the whole wait would have cost about 300 ms.
+            let spent = thread_cpu() - cpu;
+            assert!(spent < Duration::from_millis(150), "{spent:?} of CPU");
+        });
+    }
+
+    #[test]
+    fn without_calls_the_thread_sleeps_as_usual() {
+        // The control for the tests above: the same wait, no call.
+        polling_runtime(Duration::from_secs(5)).block_on(async {
+            poller_started().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let before = sleeps();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(sleeps() > before);
+        });
+    }
+
+    #[test]
+    fn a_window_is_zero_to_a_millisecond() {
+        assert_eq!(parse_window("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_window("200us"), Ok(Duration::from_micros(200)));
+        assert_eq!(parse_window("1ms"), Ok(MAX_WINDOW));
+        let too_long = parse_window("5ms").unwrap_err();
+        assert!(too_long.contains("at most 1ms"), "{too_long}");
+        assert!(parse_window("soon").is_err());
+    }
+}
