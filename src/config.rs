@@ -59,10 +59,10 @@ pub struct ServeConfig {
     #[arg(long, env = "BROKER_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// After the broker's thread wakes, how long it keeps polling its
-    /// sockets for the next message instead of sleeping again (0s: off;
-    /// needs TOKIO_WORKER_THREADS=1). Trades CPU for latency: for a broker
-    /// with a core of its own (README, "Busy polling").
+    /// After each call arrives or is answered, how long the broker's thread
+    /// keeps polling its sockets for the next message instead of sleeping
+    /// (0s: off; at most 1ms; needs TOKIO_WORKER_THREADS=1). Trades CPU for
+    /// latency: for a broker with a core of its own (README, "Busy polling").
     #[arg(long, env = "BROKER_BUSY_POLL", default_value = "0s", value_parser = crate::busy_poll::parse_window)]
     pub busy_poll: Duration,
 

@@ -70,8 +70,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub broker_connections: u16,
     /// The broker under test's BROKER_BUSY_POLL (0s: off, as by default):
-    /// how long its thread polls for the next message after waking. Needs
-    /// `--broker-threads 1`.
+    /// how long its thread keeps polling for the next message after each
+    /// call arrives or is answered. Needs `--broker-threads 1`.
     #[arg(long, default_value = "0s", value_parser = crate::busy_poll::parse_window)]
     pub broker_busy_poll: Duration,
     /// After each workload's cells, run it once more at the largest
