@@ -118,11 +118,11 @@ fn main() -> ExitCode {
 fn runtime(command: &Command) -> anyhow::Result<tokio::runtime::Runtime> {
     let bench = matches!(command, Command::Bench(_));
     let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
-    let busy_poll = match command {
+    let busy_poll_window = match command {
         Command::Serve(config) => config.busy_poll,
         _ => std::time::Duration::ZERO,
     };
-    if !busy_poll.is_zero() && !one_worker {
+    if !busy_poll_window.is_zero() && !one_worker {
         anyhow::bail!(
             "BROKER_BUSY_POLL needs TOKIO_WORKER_THREADS=1: it keeps the broker's one thread polling"
         );
@@ -137,8 +137,8 @@ fn runtime(command: &Command) -> anyhow::Result<tokio::runtime::Runtime> {
             .build()
     }
     .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    if !busy_poll.is_zero() {
-        runtime.spawn(busy_poll::run(busy_poll));
+    if !busy_poll_window.is_zero() {
+        runtime.spawn(busy_poll::run(busy_poll_window));
     }
     Ok(runtime)
 }
