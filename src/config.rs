@@ -62,7 +62,8 @@ pub struct ServeConfig {
     /// After each call arrives or is answered, how long the broker's thread
     /// keeps polling its sockets for the next message instead of sleeping
     /// (0s: off; at most 1ms; needs TOKIO_WORKER_THREADS=1). Trades CPU for
-    /// latency: for a broker with a core of its own (README, "Busy polling").
+    /// latency: for a broker with a core of its own and PostgreSQL on
+    /// another machine (README, "Busy polling").
     #[arg(long, env = "BROKER_BUSY_POLL", default_value = "0s", value_parser = crate::busy_poll::parse_window)]
     pub busy_poll: Duration,
 
