@@ -15,10 +15,14 @@
 //!
 //! Each turn also gives the core away (`sched_yield`) to any other thread
 //! or process waiting for it, so polling takes only time the core would
-//! otherwise spend idle: where PostgreSQL or the clients share the
-//! broker's cores, they run first. Without it, polling took CPU that
-//! PostgreSQL needed (100-row queries at 16 clients on two cores fell from
-//! about PgBouncer's calls/s to 0.8 of them; docs/performance.md).
+//! otherwise spend idle: PostgreSQL or a client queued on the broker's
+//! core runs first. Without it, polling took CPU that PostgreSQL needed
+//! (100-row queries at 16 clients on two cores fell from about
+//! PgBouncer's calls/s to 0.8 of them; docs/performance.md). It brings
+//! nothing over from other cores, though: the kernel moves waiting work
+//! onto a core when it goes idle, and a polling core never does, so
+//! where PostgreSQL shares the machine its processes can queue on the
+//! other cores (README, "Busy polling").
 
 use std::{
     cell::OnceCell,
